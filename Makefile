@@ -1,0 +1,39 @@
+# Targets are what CI and the README run. Everything installs into .venv inside the repo.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+RUN_DIR ?= runs/demo
+
+.PHONY: venv demo test lint format bench real clean
+
+venv: $(STAMP)
+
+# torch first, pinned to the CPU wheel on this machine's disk: a bare "torch" would pull a CUDA build.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+demo: venv
+	$(BIN)/bertgeom demo --out $(RUN_DIR)
+
+test: venv
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/python -m pytest -q
+
+lint: venv
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+format: venv
+	$(BIN)/ruff check --fix src tests benchmarks
+	$(BIN)/ruff format src tests benchmarks
+
+bench: venv
+	$(BIN)/python benchmarks/prepare.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

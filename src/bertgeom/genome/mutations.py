@@ -1,0 +1,188 @@
+"""Amino-acid mutation calling on a spike in reference coordinates (Nextclade notation).
+
+Substitutions ``S:N501Y``, deletions one residue at a time ``S:H69-``, insertions after a residue
+``S:ins214EPE``. The spike is translated codon by codon in reference coordinates, so a frameshift
+only blurs the codons it touches; it is reported separately.
+
+In-frame deletions that do not start on a codon boundary (after normalisation) are translated
+as Nextclade does: the codons the gap starts in are deleted, and the last codon it touches takes
+the bases left before the gap plus its own remaining bases. Delta's 6-nt deletion at
+22029-22034 thus reads ``S:E156-``, ``S:F157-``, ``S:R158G``, and Lambda's 21-nt deletion
+``S:R246-`` .. ``S:G252-``, ``S:D253N``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from bertgeom.genome.sequence import translate_codon
+
+_GAPS = re.compile(r"-+")
+
+
+@dataclass(frozen=True)
+class SpikeCalls:
+    """What the translation of one spike found.
+
+    ``protein`` has one character per reference residue (1,274 including the stop): the
+    genome's amino acid, ``-`` deleted, ``X`` unknown (N, ambiguity, or a frameshift boundary).
+    Frameshifts are described as ``del22030-22031`` / ``ins22204:GA`` (1-based genome
+    coordinates); ``compensated`` is True when the out-of-frame indels add up to a multiple of 3.
+    """
+
+    mutations: tuple[str, ...]
+    protein: str
+    frameshifts: tuple[str, ...]
+    compensated: bool
+    premature_stop: int | None  # 1-based residue of the first stop codon before the last codon
+    n_unknown_aa: int
+
+
+def call_mutations(
+    aligned: str,
+    insertions: Sequence[tuple[int, str]],
+    ref_spike: str,
+    code: dict[str, str],
+    spike_start: int = 21563,
+    gene: str = "S",
+) -> SpikeCalls:
+    """Call amino-acid mutations of a spike in reference coordinates.
+
+    Parameters
+    ----------
+    aligned
+        Spike columns (same length as ``ref_spike``, a multiple of 3), normalised indels.
+    insertions
+        (0-based spike column after which, bases), sorted.
+    ref_spike
+        Reference spike.
+    code
+        Genetic code, codon -> amino acid.
+    spike_start
+        1-based genome position of the spike's first base (for frameshift descriptions).
+    gene
+        Gene prefix of the notation.
+    """
+    n = len(ref_spike)
+    code_key = tuple(sorted(code.items()))
+    frameshifts: list[str] = []
+    net = 0
+    cols = list(aligned)
+    for m in _GAPS.finditer(aligned):
+        s, e = m.start(), m.end()
+        length = e - s
+        if length % 3:
+            frameshifts.append(f"del{s + spike_start}-{e - 1 + spike_start}")
+            net += length
+        elif s % 3 and e + 3 - s % 3 <= n:
+            _place_codon_gap(cols, aligned, s, e, ref_spike, code_key)
+    for c, bases in insertions:
+        if len(bases) % 3:
+            frameshifts.append(f"ins{c + spike_start}:{bases}")
+            net -= len(bases)
+    q = "".join(cols)
+    protein = _translate(q, ref_spike, code_key)
+    ref_protein = _translate(ref_spike, ref_spike, code_key)
+    muts: list[tuple[int, int, str]] = []  # (residue, order, text)
+    for i in np.flatnonzero(np.frombuffer(protein.encode(), "S1") != np.frombuffer(
+        ref_protein.encode(), "S1"
+    )):
+        aa = protein[i]
+        if aa != "X":
+            muts.append((i + 1, 0, f"{gene}:{ref_protein[i]}{i + 1}{aa}"))
+    for c, bases in insertions:
+        if len(bases) % 3:
+            continue
+        muts.extend(_call_insertion(q, c, bases, ref_protein, code_key, gene))
+    muts.sort()
+    stop = protein.find("*")
+    premature = stop + 1 if 0 <= stop < len(protein) - 1 else None
+    return SpikeCalls(
+        mutations=tuple(t for _, _, t in muts),
+        protein=protein,
+        frameshifts=tuple(frameshifts),
+        compensated=bool(frameshifts) and net % 3 == 0,
+        premature_stop=premature,
+        n_unknown_aa=protein.count("X"),
+    )
+
+
+def _place_codon_gap(
+    cols: list[str],
+    aligned: str,
+    s: int,
+    e: int,
+    ref: str,
+    code_key: tuple[tuple[str, str], ...],
+) -> None:
+    """Translate an in-frame deletion ``[s, e)`` that starts inside a codon, in place.
+
+    The bases left over from the codons the gap cuts form one merged codon, placed either at
+    the first residue (the rest deleted) or at the last (the rest before it deleted). As
+    Nextclade's protein alignment does, the placement where the merged codon keeps the
+    reference amino acid wins (Alpha: ``S:H69-``, ``S:V70-``); otherwise the gap goes first
+    (Delta: ``S:E156-``, ``S:F157-``, ``S:R158G``).
+    """
+    length = e - s
+    b = s - s % 3  # first codon boundary before the gap
+    shift = 3 - s % 3
+    first = aligned[b:s] + aligned[e : e + shift]  # merged codon at the first residue
+    if translate_codon(first, code_key) == translate_codon(ref[b : b + 3], code_key):
+        cols[s : s + shift] = aligned[e : e + shift]
+        cols[s + shift : e + shift] = ["-"] * length
+    else:
+        cols[b + length : e] = aligned[b:s]
+        cols[b : b + length] = ["-"] * length
+
+
+def _translate(q: str, ref: str, code_key: tuple[tuple[str, str], ...]) -> str:
+    """Translate in reference codons; only codons that differ from the reference are looked up."""
+    ref_protein = _translate_ref(ref, code_key)
+    qa = np.frombuffer(q.encode("ascii"), dtype="S1").reshape(-1, 3)
+    ra = np.frombuffer(ref.encode("ascii"), dtype="S1").reshape(-1, 3)
+    diff = np.flatnonzero((qa != ra).any(axis=1))
+    out = bytearray(ref_protein.encode("ascii"))
+    for i in diff:
+        codon = q[3 * i : 3 * i + 3]
+        out[i] = ord("-") if codon == "---" else ord(translate_codon(codon, code_key))
+    return out.decode("ascii")
+
+
+_REF_CACHE: dict[tuple[str, int], str] = {}
+
+
+def _translate_ref(ref: str, code_key: tuple[tuple[str, str], ...]) -> str:
+    key = (ref, hash(code_key))
+    if key not in _REF_CACHE:
+        _REF_CACHE[key] = "".join(
+            translate_codon(ref[i : i + 3], code_key) for i in range(0, len(ref) - 2, 3)
+        )
+    return _REF_CACHE[key]
+
+
+def _call_insertion(
+    q: str,
+    c: int,
+    bases: str,
+    ref_protein: str,
+    code_key: tuple[tuple[str, str], ...],
+    gene: str,
+) -> list[tuple[int, int, str]]:
+    """An in-frame insertion after column ``c``: ``ins{residue}{aas}`` plus, when it falls
+    inside a codon and changes it, the substitution of that codon's residue."""
+    if (c + 1) % 3 == 0:
+        aas = "".join(
+            translate_codon(bases[i : i + 3], code_key) for i in range(0, len(bases), 3)
+        )
+        return [((c + 1) // 3, 1, f"{gene}:ins{(c + 1) // 3}{aas}")]
+    k = c // 3  # codon that the insertion splits
+    merged = q[3 * k : c + 1] + bases + q[c + 1 : 3 * k + 3]
+    aas = "".join(translate_codon(merged[i : i + 3], code_key) for i in range(0, len(merged), 3))
+    out = [(k + 1, 1, f"{gene}:ins{k + 1}{aas[1:]}")]
+    if aas[0] not in ("X", ref_protein[k]):
+        out.append((k + 1, 0, f"{gene}:{ref_protein[k]}{k + 1}{aas[0]}"))
+    return out
