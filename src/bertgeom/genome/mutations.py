@@ -85,12 +85,12 @@ def call_mutations(
             frameshifts.append(f"ins{c + spike_start}:{bases}")
             net -= len(bases)
     q = "".join(cols)
-    protein = _translate(q, ref_spike, code_key)
     ref_protein = _translate(ref_spike, ref_spike, code_key)
+    protein = _left_align_deletions(_translate(q, ref_spike, code_key), ref_protein)
     muts: list[tuple[int, int, str]] = []  # (residue, order, text)
-    for i in np.flatnonzero(np.frombuffer(protein.encode(), "S1") != np.frombuffer(
-        ref_protein.encode(), "S1"
-    )):
+    for i in np.flatnonzero(
+        np.frombuffer(protein.encode(), "S1") != np.frombuffer(ref_protein.encode(), "S1")
+    ):
         aa = protein[i]
         if aa != "X":
             muts.append((i + 1, 0, f"{gene}:{ref_protein[i]}{i + 1}{aa}"))
@@ -139,6 +139,24 @@ def _place_codon_gap(
         cols[b : b + length] = ["-"] * length
 
 
+def _left_align_deletions(protein: str, ref_protein: str) -> str:
+    """Shift each run of deleted residues left over repeated residues (``YY`` -> ``Y144-``).
+
+    A run ``[s, e)`` moves one residue left while the residue before it is unchanged and equals
+    the run's last reference residue: the protein is the same, only the notation moves, as in
+    Nextclade's protein alignment (Alpha's deletion in Y144 Y145 is written ``S:Y144-``).
+    """
+    if "-" not in protein:
+        return protein
+    p = list(protein)
+    for m in _GAPS.finditer(protein):
+        s, e = m.start(), m.end()
+        while s > 0 and p[s - 1] == ref_protein[s - 1] == ref_protein[e - 1]:
+            p[e - 1], p[s - 1] = p[s - 1], "-"
+            s, e = s - 1, e - 1
+    return "".join(p)
+
+
 def _translate(q: str, ref: str, code_key: tuple[tuple[str, str], ...]) -> str:
     """Translate in reference codons; only codons that differ from the reference are looked up."""
     ref_protein = _translate_ref(ref, code_key)
@@ -175,9 +193,7 @@ def _call_insertion(
     """An in-frame insertion after column ``c``: ``ins{residue}{aas}`` plus, when it falls
     inside a codon and changes it, the substitution of that codon's residue."""
     if (c + 1) % 3 == 0:
-        aas = "".join(
-            translate_codon(bases[i : i + 3], code_key) for i in range(0, len(bases), 3)
-        )
+        aas = "".join(translate_codon(bases[i : i + 3], code_key) for i in range(0, len(bases), 3))
         return [((c + 1) // 3, 1, f"{gene}:ins{(c + 1) // 3}{aas}")]
     k = c // 3  # codon that the insertion splits
     merged = q[3 * k : c + 1] + bases + q[c + 1 : 3 * k + 3]

@@ -46,7 +46,11 @@ class SpikeProcessor:
         self.code = genetic_code()
         self.thresholds = thresholds or QcThresholds()
         self.aligner = SpikeAligner(
-            reference_genome(), coords.start, coords.end, pad=pad, query_margin=query_margin,
+            reference_genome(),
+            coords.start,
+            coords.end,
+            pad=pad,
+            query_margin=query_margin,
             preset=preset,
         )
 

@@ -25,7 +25,9 @@ IUPAC: dict[str, str] = {
     "N": "ACGT",
 }
 
-_COMPLEMENT = str.maketrans("ACGTURYSWKMBDHVNacgturyswkmbdhvn-", "TGCAAYRSWMKVHDBNtgcaayrswmkvhdbn-")
+_COMPLEMENT = str.maketrans(
+    "ACGTURYSWKMBDHVNacgturyswkmbdhvn-", "TGCAAYRSWMKVHDBNtgcaayrswmkvhdbn-"
+)
 
 
 def reverse_complement(seq: str) -> str:
