@@ -1,3 +1,3 @@
-"""bertgeom: SARS-CoV-2 spike variant classification with BERT, and the geometry of its attention."""
+"""bertgeom: SARS-CoV-2 spike variant classification with BERT, and the geometry of BERT."""
 
 __version__ = "0.1.0"

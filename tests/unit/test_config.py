@@ -1,0 +1,38 @@
+"""Typed configs: defaults <- file <- flags, unknown keys rejected."""
+
+from __future__ import annotations
+
+import pytest
+
+from bertgeom.config import PrepareConfig, read_toml, resolve
+from bertgeom.errors import ConfigError
+
+
+def test_defaults_file_and_flags_in_order(tmp_path):
+    f = tmp_path / "c.toml"
+    f.write_text("[prepare]\njobs = 3\nseed = 7\ntest_fraction = 0.25\n")
+    cfg = resolve(PrepareConfig, read_toml(f)["prepare"], {"seed": 9, "jobs": None})
+    assert (cfg.jobs, cfg.seed, cfg.test_fraction, cfg.val_fraction) == (3, 9, 0.25, 0.064)
+
+
+def test_unknown_key_names_the_key_and_the_valid_ones():
+    with pytest.raises(ConfigError, match=r"c.toml: unknown key 'jbos' \(valid keys: .*jobs"):
+        resolve(PrepareConfig, {"jbos": 2}, source="c.toml")
+
+
+def test_wrong_type_and_bad_values():
+    with pytest.raises(ConfigError, match="'jobs' must be"):
+        resolve(PrepareConfig, {"jobs": "two"})
+    with pytest.raises(ConfigError, match="config: jobs must be >= 1"):
+        PrepareConfig(jobs=0)
+    with pytest.raises(ConfigError, match="val_fraction \\+ test_fraction must be < 1"):
+        PrepareConfig(val_fraction=0.5, test_fraction=0.5)
+
+
+def test_missing_and_invalid_files(tmp_path):
+    with pytest.raises(ConfigError, match="no such config file"):
+        read_toml(tmp_path / "none.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[prepare\n")
+    with pytest.raises(ConfigError, match="invalid TOML"):
+        read_toml(bad)

@@ -1,0 +1,62 @@
+"""The grouped, stratified, seeded split."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bertgeom.genome.split import assign_splits
+
+
+def test_identical_spikes_stay_in_one_split_and_fractions_hold():
+    labels = ["a"] * 300 + ["b"] * 30
+    keys = [f"k{i // 5}" if i < 100 else f"u{i}" for i in range(330)]  # 20 groups of 5
+    res = assign_splits(labels, keys, [True] * 330, 0.1, 0.2, seed=1)
+    by_key: dict[str, set] = {}
+    for k, s in zip(keys, res.splits, strict=True):
+        by_key.setdefault(k, set()).add(s)
+    assert all(len(v) == 1 for v in by_key.values())
+    counts = Counter(s for lab, s in zip(labels, res.splits, strict=True) if lab == "a")
+    assert abs(counts["test"] - 60) <= 5 and abs(counts["val"] - 30) <= 5
+    counts_b = Counter(s for lab, s in zip(labels, res.splits, strict=True) if lab == "b")
+    assert counts_b["test"] == 6 and counts_b["val"] == 3
+    assert res.n_groups_shared == 20 and res.n_genomes_in_shared == 100
+
+
+def test_seeded_and_deterministic():
+    labels = ["a"] * 50
+    keys = [str(i) for i in range(50)]
+    one = assign_splits(labels, keys, [True] * 50, 0.1, 0.2, seed=3).splits
+    assert one == assign_splits(labels, keys, [True] * 50, 0.1, 0.2, seed=3).splits
+    assert one != assign_splits(labels, keys, [True] * 50, 0.1, 0.2, seed=4).splits
+
+
+def test_ineligible_and_unlabelled_get_no_split():
+    res = assign_splits(
+        ["a", None, "a", "a"], ["1", "2", "3", "4"], [True, True, False, True], 0.1, 0.2, seed=0
+    )
+    assert res.splits[1] is None and res.splits[2] is None
+
+
+def test_a_huge_group_does_not_swallow_the_test_set():
+    labels = ["a"] * 1000
+    keys = ["big"] * 600 + [str(i) for i in range(400)]
+    res = assign_splits(labels, keys, [True] * 1000, 0.064, 0.2, seed=0)
+    c = Counter(res.splits)
+    assert c["train"] >= 700 and 150 <= c["test"] <= 250
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from("abc"), st.integers(0, 40)), min_size=1, max_size=200))
+def test_every_eligible_labelled_genome_gets_a_split(items):
+    labels = [lab for lab, _ in items]
+    keys = [f"{lab}{k}" for lab, k in items]
+    res = assign_splits(labels, keys, [True] * len(items), 0.1, 0.2, seed=0)
+    assert all(s in ("train", "val", "test") for s in res.splits)
+    for cls in "abc":  # a class with >= 3 groups reaches every split
+        groups = {k for lab, k in zip(labels, keys, strict=True) if lab == cls}
+        splits = {s for lab, s in zip(labels, res.splits, strict=True) if lab == cls}
+        if len(groups) >= 3:
+            assert splits == {"train", "val", "test"}
