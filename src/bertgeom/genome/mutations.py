@@ -68,10 +68,10 @@ def call_mutations(
         Gene prefix of the notation.
     """
     n = len(ref_spike)
-    code_key = tuple(sorted(code.items()))
+    code_key = _code_key(code)
     frameshifts: list[str] = []
     net = 0
-    cols = list(aligned)
+    cols: list[str] | None = None
     for m in _GAPS.finditer(aligned):
         s, e = m.start(), m.end()
         length = e - s
@@ -79,13 +79,14 @@ def call_mutations(
             frameshifts.append(f"del{s + spike_start}-{e - 1 + spike_start}")
             net += length
         elif s % 3 and e + 3 - s % 3 <= n:
+            cols = cols if cols is not None else list(aligned)
             _place_codon_gap(cols, aligned, s, e, ref_spike, code_key)
     for c, bases in insertions:
         if len(bases) % 3:
             frameshifts.append(f"ins{c + spike_start}:{bases}")
             net -= len(bases)
-    q = "".join(cols)
-    ref_protein = _translate(ref_spike, ref_spike, code_key)
+    q = "".join(cols) if cols is not None else aligned
+    ref_protein = _translate_ref(ref_spike, code_key)
     protein = _left_align_deletions(_translate(q, ref_spike, code_key), ref_protein)
     muts: list[tuple[int, int, str]] = []  # (residue, order, text)
     for i in np.flatnonzero(
@@ -171,6 +172,15 @@ def _translate(q: str, ref: str, code_key: tuple[tuple[str, str], ...]) -> str:
 
 
 _REF_CACHE: dict[tuple[str, int], str] = {}
+_CODE_KEYS: dict[int, tuple[tuple[str, str], ...]] = {}
+
+
+def _code_key(code: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    """Hashable form of a genetic code (cached per dict object)."""
+    key = _CODE_KEYS.get(id(code))
+    if key is None or dict(key) != code:
+        key = _CODE_KEYS[id(code)] = tuple(sorted(code.items()))
+    return key
 
 
 def _translate_ref(ref: str, code_key: tuple[tuple[str, str], ...]) -> str:

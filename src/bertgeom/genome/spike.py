@@ -115,7 +115,7 @@ def extract_spike(
 
 def _fill(cols: bytearray, owner: bytearray, start: int, seg: bytes, idx: int) -> None:
     end = start + len(seg)
-    if not any(owner[start:end]):
+    if owner.count(0, start, end) == end - start:
         cols[start:end] = seg
         owner[start:end] = bytes([idx]) * len(seg)
         return
@@ -131,15 +131,20 @@ _REACHED = re.compile(rb"[^\x00]")
 
 def _unreached(owner: bytearray) -> list[tuple[int, int]]:
     """Half-open column ranges that no hit reaches."""
+    if owner.find(0) < 0:
+        return []
     return [m.span() for m in _UNREACHED.finditer(owner)]
 
 
 def _raw(aligned: str, insertions: list[tuple[int, str]], owner: bytearray) -> str:
-    m = _REACHED.search(owner)
-    if m is None:
-        return ""
-    first = m.start()
-    last = len(owner) - 1 - _REACHED.search(owner[::-1]).start()
+    if owner[0] and owner[-1]:
+        first, last = 0, len(owner) - 1
+    else:
+        m = _REACHED.search(owner)
+        if m is None:
+            return ""
+        first = m.start()
+        last = len(owner) - 1 - _REACHED.search(owner[::-1]).start()
     pieces: list[str] = []
     prev = first
     for c, bases in sorted(insertions):
@@ -170,37 +175,32 @@ def normalize_indels(
         Reference spike, same length as ``aligned``.
     """
     if "-" in aligned:
-        cols = list(aligned)
         for m in list(_GAPS.finditer(aligned)):
-            _place_deletion(cols, m.start(), m.end(), ref)
-        aligned = "".join(cols)
+            aligned = _place_deletion(aligned, m.start(), m.end(), ref)
     out = [_place_insertion(aligned, c, b, ref) for c, b in insertions]
     return aligned, sorted(out)
 
 
-def _place_deletion(cols: list[str], s: int, e: int, ref: str) -> None:
-    n, length = len(cols), e - s
+def _place_deletion(aligned: str, s: int, e: int, ref: str) -> str:
+    n, length = len(aligned), e - s
     if s == 0 or e == n:  # touches the spike's end: no anchor on one side
-        return
+        return aligned
     lo = s
-    while lo > 0 and cols[lo - 1] == ref[lo - 1] == ref[lo - 1 + length]:
+    while lo > 0 and aligned[lo - 1] == ref[lo - 1] == ref[lo - 1 + length]:
         lo -= 1
     hi = s
-    while hi + length < n and cols[hi + length] == ref[hi + length] == ref[hi]:
+    while hi + length < n and aligned[hi + length] == ref[hi + length] == ref[hi]:
         hi += 1
     if lo == hi:
-        return
+        return aligned
     target = lo
     if length % 3 == 0:
-        aligned_starts = [p for p in range(lo, hi + 1) if p % 3 == 0]
-        if aligned_starts:
-            target = aligned_starts[0]
+        target = next((p for p in range(lo, hi + 1) if p % 3 == 0), lo)
     if target == s:
-        return
-    span = range(lo, hi + length)
-    bases = [cols[i] for i in span if cols[i] != "-"]
-    for i in span:
-        cols[i] = "-" if target <= i < target + length else bases.pop(0)
+        return aligned
+    bases = aligned[lo : hi + length].replace("-", "")
+    k = target - lo
+    return aligned[:lo] + bases[:k] + "-" * length + bases[k:] + aligned[hi + length :]
 
 
 def _place_insertion(aligned: str, c: int, bases: str, ref: str) -> tuple[int, str]:
