@@ -86,8 +86,18 @@ def main() -> None:
         small.write_text("".join(f">{n}\n{s}\n" for n, s in genomes[:200]))
         mem_small = peak_rss_mb([exe, "prepare", str(small), "--out", f"{tmp}/a", "--quiet"])
         t = time.perf_counter()
-        mem_all = peak_rss_mb([exe, "prepare", str(data / "genomes.fasta.gz"), "--out",
-                               f"{tmp}/b", "--quiet", "--jobs", "2"])
+        mem_all = peak_rss_mb(
+            [
+                exe,
+                "prepare",
+                str(data / "genomes.fasta.gz"),
+                "--out",
+                f"{tmp}/b",
+                "--quiet",
+                "--jobs",
+                "2",
+            ]
+        )
         wall = time.perf_counter() - t
     print("\n| prepare run | peak RSS (MB) |\n|---|---|")
     print(f"| 200 genomes, 1 job | {mem_small:,.0f} |")
