@@ -1,0 +1,215 @@
+"""k-mer vocabulary: built from training-split counts, vectorised encoding, HF-compatible files.
+
+Ids: ``[PAD]`` 0, ``[UNK]`` 1, ``[CLS]`` 2, ``[SEP]`` 3, ``[MASK]`` 4, then k-mers by decreasing
+training count (ties by k-mer). Rule for unknown bases: a k-mer containing N or an IUPAC
+ambiguity code is never in the vocabulary and encodes as ``[UNK]``; so does any k-mer seen fewer
+than ``min_count`` times in training. Deletions (``-``) are ordinary symbols: a k-mer spanning a
+deletion is its own token.
+
+Saved as ``vocab.txt`` (one token per line, the line number is the id: the format of HF
+``BertTokenizer``) plus ``bertgeom_tokens.json`` (k, stride, mode, length, min_count).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bertgeom.errors import ArtifactError
+from bertgeom.tokens.kmers import KmerSpec, decode_kmer, encode_kmer, kmer_codes_and_unknown
+
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+PAD_ID, UNK_ID, CLS_ID, SEP_ID, MASK_ID = range(5)
+SPIKE_COLUMNS = 3822
+TOKENS_FILE = "bertgeom_tokens.json"
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """A k-mer vocabulary and the tokenization it belongs to.
+
+    Attributes
+    ----------
+    spec
+        k, stride and mode.
+    length
+        Sequence length before k-mer padding (3,822 in aligned mode; 0 = per batch, raw mode).
+    min_count
+        Training count a k-mer needed to get an id.
+    kmers
+        k-mer strings in id order (ids start after the special tokens).
+    """
+
+    spec: KmerSpec
+    length: int
+    min_count: int
+    kmers: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        codes = np.array([encode_kmer(k) for k in self.kmers], dtype=np.int64)
+        order = np.argsort(codes, kind="stable")
+        object.__setattr__(self, "_sorted_codes", codes[order])
+        object.__setattr__(self, "_sorted_ids", order.astype(np.int64) + len(SPECIAL_TOKENS))
+
+    @property
+    def size(self) -> int:
+        """Number of ids, special tokens included."""
+        return len(SPECIAL_TOKENS) + len(self.kmers)
+
+    @property
+    def tokens(self) -> tuple[str, ...]:
+        """Token strings in id order."""
+        return SPECIAL_TOKENS + self.kmers
+
+    def n_positions(self) -> int:
+        """[CLS] + k-mer tokens + [SEP] for a full-length sequence."""
+        return self.spec.n_tokens(self.length or SPIKE_COLUMNS) + 2
+
+    def encode_codes(self, codes: np.ndarray, unknown: np.ndarray) -> np.ndarray:
+        """k-mer codes (batch, T) -> ids (batch, T); ``unknown`` and rare k-mers -> [UNK]."""
+        sc = self._sorted_codes  # type: ignore[attr-defined]
+        if len(sc) == 0:
+            return np.full(codes.shape, UNK_ID, dtype=np.int64)
+        idx = np.searchsorted(sc, codes)
+        np.minimum(idx, len(sc) - 1, out=idx)
+        found = sc[idx] == codes
+        ids = np.where(found, self._sorted_ids[idx], UNK_ID)  # type: ignore[attr-defined]
+        ids[unknown] = UNK_ID
+        return ids
+
+    def encode(self, seqs: Sequence[str], block: int = 128) -> np.ndarray:
+        """Sequences -> (batch, T + 2) int64 ids with [CLS] first and [SEP] last.
+
+        In raw mode sequences of different lengths get different numbers of k-mers; shorter
+        rows are right-padded with [PAD] after their [SEP]. Works in blocks of ``block``
+        sequences so the temporaries stay in cache.
+        """
+        if self.spec.mode == "aligned":
+            length: int | None = self.length or SPIKE_COLUMNS
+            n = np.full(len(seqs), self.spec.n_tokens(length))
+        else:
+            length = max((len(x) for x in seqs), default=0)
+            n = np.array([self.spec.n_tokens(len(x)) for x in seqs], dtype=np.int64)
+        n_tok = self.spec.n_tokens(length or 0)
+        out = np.full((len(seqs), n_tok + 2), PAD_ID, dtype=np.int64)
+        out[:, 0] = CLS_ID
+        for a in range(0, len(seqs), block):
+            codes, unknown = kmer_codes_and_unknown(seqs[a : a + block], self.spec, length)
+            out[a : a + block, 1:-1] = self.encode_codes(codes, unknown)
+        if self.spec.mode == "raw":
+            body = out[:, 1:-1]
+            body[np.arange(n_tok)[None, :] >= n[:, None]] = PAD_ID  # past each row's k-mers
+        out[np.arange(len(seqs)), n + 1] = SEP_ID
+        return out
+
+    def save(self, directory: str | os.PathLike) -> None:
+        """Write ``vocab.txt`` and ``bertgeom_tokens.json`` into ``directory``."""
+        from bertgeom.io.files import write_json, write_text
+
+        d = Path(directory)
+        write_text(d / "vocab.txt", "\n".join(self.tokens) + "\n")
+        write_json(
+            d / TOKENS_FILE,
+            {
+                "k": self.spec.k,
+                "stride": self.spec.stride,
+                "mode": self.spec.mode,
+                "length": self.length,
+                "min_count": self.min_count,
+                "unknown_rule": "k-mers with N or an ambiguity code, or seen fewer than "
+                "min_count times in training, encode as [UNK]",
+                "special_tokens": list(SPECIAL_TOKENS),
+            },
+        )
+        # HF tokenizer files: whitespace-separated k-mers in, the same ids out. The basic
+        # tokenizer is off so k-mers with '-' are not split as punctuation.
+        write_json(
+            d / "tokenizer_config.json",
+            {
+                "tokenizer_class": "PreTrainedTokenizerFast",
+                "do_lower_case": False,
+                "do_basic_tokenize": False,
+                "model_max_length": self.n_positions(),
+                "unk_token": "[UNK]",
+                "sep_token": "[SEP]",
+                "pad_token": "[PAD]",
+                "cls_token": "[CLS]",
+                "mask_token": "[MASK]",
+            },
+        )
+        _write_fast_tokenizer(d / "tokenizer.json", self.tokens)
+        write_json(
+            d / "special_tokens_map.json",
+            {
+                "unk_token": "[UNK]",
+                "sep_token": "[SEP]",
+                "pad_token": "[PAD]",
+                "cls_token": "[CLS]",
+                "mask_token": "[MASK]",
+            },
+        )
+
+
+def _write_fast_tokenizer(path: Path, tokens: Sequence[str]) -> None:
+    """``tokenizer.json`` for HF fast tokenizers: whole whitespace-separated words, no splitting
+    on punctuation, unknown words -> [UNK], [CLS] ... [SEP] added."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+
+    from bertgeom.io.files import atomic_path
+
+    tok = Tokenizer(models.WordLevel({t: i for i, t in enumerate(tokens)}, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B [SEP]",
+        special_tokens=[("[CLS]", CLS_ID), ("[SEP]", SEP_ID)],
+    )
+    with atomic_path(path) as tmp:
+        tok.save(str(tmp))
+
+
+def load_vocabulary(directory: str | os.PathLike) -> Vocabulary:
+    """Read a vocabulary saved by :meth:`Vocabulary.save`."""
+    d = Path(directory)
+    meta_path, vocab_path = d / TOKENS_FILE, d / "vocab.txt"
+    for p in (meta_path, vocab_path):
+        if not p.is_file():
+            raise ArtifactError(f"{p}: no such file (not a bertgeom model directory?)")
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    tokens = vocab_path.read_text(encoding="utf-8").splitlines()
+    if tuple(tokens[: len(SPECIAL_TOKENS)]) != SPECIAL_TOKENS:
+        raise ArtifactError(f"{vocab_path}: the first lines must be {', '.join(SPECIAL_TOKENS)}")
+    return Vocabulary(
+        spec=KmerSpec(k=meta["k"], stride=meta["stride"], mode=meta["mode"]),
+        length=int(meta["length"]),
+        min_count=int(meta["min_count"]),
+        kmers=tuple(tokens[len(SPECIAL_TOKENS) :]),
+    )
+
+
+def build_vocabulary(
+    batches: Iterable[Sequence[str]], spec: KmerSpec, min_count: int = 1
+) -> Vocabulary:
+    """Count k-mers over batches of training sequences and keep those seen >= ``min_count``."""
+    length = SPIKE_COLUMNS if spec.mode == "aligned" else 0
+    counts: dict[int, int] = {}
+    for seqs in batches:
+        if not seqs:
+            continue
+        codes, unknown = kmer_codes_and_unknown(seqs, spec, length=length or None)
+        codes = codes[~unknown]
+        uniq, n = np.unique(codes, return_counts=True)
+        for c, m in zip(uniq.tolist(), n.tolist(), strict=True):
+            counts[c] = counts.get(c, 0) + m
+    kept = sorted((c for c, m in counts.items() if m >= min_count), key=lambda c: (-counts[c], c))
+    return Vocabulary(
+        spec=spec,
+        length=length,
+        min_count=min_count,
+        kmers=tuple(decode_kmer(c, spec.k) for c in kept),
+    )
