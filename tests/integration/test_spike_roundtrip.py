@@ -255,3 +255,14 @@ def test_a_genome_ending_inside_the_spike_is_partial(processor):
     assert result.qc.reasons[0].startswith("partial genome")
     assert result.spike.n_uncovered == S1 - 23000
     assert result.spike.aligned[: 23000 - S0] == SPIKE[: 23000 - S0]
+
+
+def test_island_between_long_n_runs_is_recovered(processor):
+    g = list(reference_genome())
+    g[23402] = "G"  # S:D614G
+    g[23099:23370] = "N" * 271
+    g[23430:23700] = "N" * 270
+    result = processor.process("island", "".join(g))
+    assert result.calls.mutations == ("S:D614G",)
+    assert not any(r.startswith("partial genome") for r in result.qc.reasons)
+    assert result.qc.reasons == ("spike N fraction 0.142 > 0.05",)

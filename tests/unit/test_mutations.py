@@ -144,3 +144,17 @@ def test_iupac_codons_resolve_only_when_unambiguous(codon, aa):
 def test_reverse_complement_round_trip_and_iupac():
     assert reverse_complement("ACGTRYN-") == "-NRYACGT"
     assert reverse_complement(reverse_complement(REF)) == REF
+
+
+def test_insertion_inside_a_changed_codon_gives_one_residue_call():
+    # codon 17 (N, AAT at columns 48-50): C at column 48 and GGG inserted after it
+    aligned = REF[:48] + "C" + REF[49:]
+    c = calls(aligned, [(48, "GGG")])
+    assert c.mutations == ("S:N17R", "S:ins17D")
+    assert c.protein[16] == "R"
+
+
+def test_stop_codon_inside_an_insertion_is_premature():
+    c = calls(REF, [(col(22204), "TAA")])
+    assert c.mutations == ("S:ins214*",)
+    assert c.premature_stop == 214

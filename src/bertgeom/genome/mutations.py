@@ -88,6 +88,13 @@ def call_mutations(
     q = "".join(cols) if cols is not None else aligned
     ref_protein = _translate_ref(ref_spike, code_key)
     protein = _left_align_deletions(_translate(q, ref_spike, code_key), ref_protein)
+    inserted: list[tuple[int, str]] = []  # (residue after which, inserted amino acids)
+    for c, bases in insertions:
+        if len(bases) % 3 == 0:
+            k, first, aas = _translate_insertion(q, c, bases, code_key)
+            if first is not None:  # the insertion splits codon k: its residue is the merged one
+                protein = protein[:k] + first + protein[k + 1 :]
+            inserted.append((k + 1 if first is not None else k, aas))
     muts: list[tuple[int, int, str]] = []  # (residue, order, text)
     for i in np.flatnonzero(
         np.frombuffer(protein.encode(), "S1") != np.frombuffer(ref_protein.encode(), "S1")
@@ -95,13 +102,13 @@ def call_mutations(
         aa = protein[i]
         if aa != "X":
             muts.append((i + 1, 0, f"{gene}:{ref_protein[i]}{i + 1}{aa}"))
-    for c, bases in insertions:
-        if len(bases) % 3:
-            continue
-        muts.extend(_call_insertion(q, c, bases, ref_protein, code_key, gene))
+    muts.extend((pos, 1, f"{gene}:ins{pos}{aas}") for pos, aas in inserted)
     muts.sort()
+    stops = [pos for pos, aas in inserted if "*" in aas]
     stop = protein.find("*")
-    premature = stop + 1 if 0 <= stop < len(protein) - 1 else None
+    if 0 <= stop < len(protein) - 1:
+        stops.append(stop + 1)
+    premature = min(stops) if stops else None
     return SpikeCalls(
         mutations=tuple(t for _, _, t in muts),
         protein=protein,
@@ -192,23 +199,20 @@ def _translate_ref(ref: str, code_key: tuple[tuple[str, str], ...]) -> str:
     return _REF_CACHE[key]
 
 
-def _call_insertion(
-    q: str,
-    c: int,
-    bases: str,
-    ref_protein: str,
-    code_key: tuple[tuple[str, str], ...],
-    gene: str,
-) -> list[tuple[int, int, str]]:
-    """An in-frame insertion after column ``c``: ``ins{residue}{aas}`` plus, when it falls
-    inside a codon and changes it, the substitution of that codon's residue."""
+def _translate_insertion(
+    q: str, c: int, bases: str, code_key: tuple[tuple[str, str], ...]
+) -> tuple[int, str | None, str]:
+    """An in-frame insertion after column ``c``.
+
+    Returns (k, first, aas): at a codon boundary, ``k`` is the residue it follows (1-based),
+    ``first`` None and ``aas`` the inserted residues; inside codon ``k`` (0-based), ``first`` is
+    the residue that codon now codes (its bases before the insertion plus the first inserted
+    ones) and ``aas`` the residues that follow it, written as inserted after residue k + 1.
+    """
     if (c + 1) % 3 == 0:
         aas = "".join(translate_codon(bases[i : i + 3], code_key) for i in range(0, len(bases), 3))
-        return [((c + 1) // 3, 1, f"{gene}:ins{(c + 1) // 3}{aas}")]
+        return (c + 1) // 3, None, aas
     k = c // 3  # codon that the insertion splits
     merged = q[3 * k : c + 1] + bases + q[c + 1 : 3 * k + 3]
     aas = "".join(translate_codon(merged[i : i + 3], code_key) for i in range(0, len(merged), 3))
-    out = [(k + 1, 1, f"{gene}:ins{k + 1}{aas[1:]}")]
-    if aas[0] not in ("X", ref_protein[k]):
-        out.append((k + 1, 0, f"{gene}:{ref_protein[k]}{k + 1}{aas[0]}"))
-    return out
+    return k, aas[0], aas[1:]

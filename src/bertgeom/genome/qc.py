@@ -3,9 +3,9 @@
 Rules (thresholds in :class:`QcThresholds`, documented in docs/formats.md):
 
 bad
-    no alignment to the reference; the alignment does not reach the whole spike (partial
-    genome); spike N fraction (N bases plus unreached columns) above ``max_n_mediocre``; an
-    uncompensated frameshift; a premature stop codon.
+    no alignment to the reference; the alignment does not reach a spike end (partial genome;
+    columns unreached inside the spike count as N); spike N fraction (N bases plus unreached
+    columns) above ``max_n_mediocre``; an uncompensated frameshift; a premature stop codon.
 mediocre
     spike N fraction above ``max_n_good``; more than ``max_ambiguous_good`` ambiguous IUPAC
     bases (not N); a compensated frameshift (out-of-frame indels adding up to a multiple of 3).
@@ -60,9 +60,12 @@ def assess(spike: SpikeAlignment, calls: SpikeCalls, thresholds: QcThresholds) -
     mediocre: list[str] = []
     if spike.method == "none" or coverage == 0.0:
         bad.append("no alignment to the reference spike")
-    elif spike.n_uncovered:
-        ranges = ", ".join(f"{a}-{b}" for a, b in spike.uncovered_ranges)
-        bad.append(f"partial genome: spike not covered at {ranges}")
+    else:
+        first, last = spike.start, spike.start + n_cols - 1
+        ends = [(a, b) for a, b in spike.uncovered_ranges if a == first or b == last]
+        if ends:  # the genome stops inside the spike; inner gaps are counted as N
+            ranges = ", ".join(f"{a}-{b}" for a, b in ends)
+            bad.append(f"partial genome: spike not covered at {ranges}")
     if n_frac > thresholds.max_n_mediocre and coverage > 0.0:
         bad.append(f"spike N fraction {n_frac:.3f} > {thresholds.max_n_mediocre}")
     elif n_frac > thresholds.max_n_good:

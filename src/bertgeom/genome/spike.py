@@ -18,6 +18,7 @@ other indel to the leftmost placement (as VCF normalisation does).
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass
 
@@ -49,6 +50,7 @@ class SpikeAlignment:
     uncovered_ranges: tuple[tuple[int, int], ...]  # 1-based inclusive genome coordinates
     strand: int  # +1 / -1 of the hit covering most of the spike; 0 when none
     method: str  # "window", "genome" or "none"
+    start: int = 21563  # 1-based genome position of the first spike column
 
 
 def extract_spike(
@@ -99,6 +101,8 @@ def extract_spike(
             r += length
             if op == CIGAR_MATCH:
                 qi += length
+    if len(alignment.hits) > 1:
+        _fill_between_hits(cols, owner, genome, alignment, s0)
     aligned = cols.decode("ascii")
     aligned, insertions = normalize_indels(aligned, insertions, ref_spike)
     uncovered = _unreached(owner)
@@ -110,7 +114,31 @@ def extract_spike(
         uncovered_ranges=tuple((a + spike_start, b + spike_start - 1) for a, b in uncovered),
         strand=max(strand_cover, key=strand_cover.__getitem__) if strand_cover else 0,
         method=alignment.method,
+        start=spike_start,
     )
+
+
+def _fill_between_hits(
+    cols: bytearray, owner: bytearray, genome: str, alignment: GenomeAlignment, s0: int
+) -> None:
+    """Fill the reference gap between two consecutive hits on one strand when the genome has
+    exactly as many bases there (a colinear gap: typically a long N run, which ends minimap2's
+    alignment, with a short island of sequence inside it)."""
+    hits = sorted(alignment.hits, key=lambda h: h.r_st)
+    rc: str | None = None
+    for h1, h2 in itertools.pairwise(hits):
+        if h1.strand != h2.strand or h2.r_st <= h1.r_en:
+            continue
+        if h1.strand == 1:
+            q, qe1, qs2 = genome, h1.q_en, h2.q_st
+        else:
+            rc = rc if rc is not None else reverse_complement(genome)
+            q, qe1, qs2 = rc, len(genome) - h1.q_st, len(genome) - h2.q_en
+        if qs2 - qe1 != h2.r_st - h1.r_en:
+            continue
+        a, b = max(h1.r_en, s0), min(h2.r_st, s0 + len(cols))
+        if a < b:
+            _fill(cols, owner, a - s0, q[qe1 + a - h1.r_en : qe1 + b - h1.r_en].encode(), 255)
 
 
 def _fill(cols: bytearray, owner: bytearray, start: int, seg: bytes, idx: int) -> None:
