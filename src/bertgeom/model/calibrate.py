@@ -85,8 +85,12 @@ def fit_ood(
     cov = r.T @ r / max(len(r) - 1, 1)
     cov += ridge * max(float(np.trace(cov)) / d, 1e-12) * np.eye(d)
     present = np.array([np.any(y == c) for c in range(n_classes)])
-    model = OodModel(centroids[present] if present.any() else centroids,
-                     np.linalg.inv(cov), np.inf, min_confidence)
+    model = OodModel(
+        centroids[present] if present.any() else centroids,
+        np.linalg.inv(cov),
+        np.inf,
+        min_confidence,
+    )
     threshold = float(np.quantile(model.distances(emb), quantile)) if len(emb) else np.inf
     return OodModel(model.centroids, model.precision, threshold, min_confidence)
 
@@ -96,12 +100,18 @@ def save_ood(model: OodModel, path: str) -> None:
     from bertgeom.io.files import atomic_path
 
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        np.savez(fh, centroids=model.centroids, precision=model.precision,
-                 threshold=np.array(model.threshold), min_confidence=np.array(model.min_confidence))
+        np.savez(
+            fh,
+            centroids=model.centroids,
+            precision=model.precision,
+            threshold=np.array(model.threshold),
+            min_confidence=np.array(model.min_confidence),
+        )
 
 
 def load_ood(path: str) -> OodModel:
     """Read a detector written by :func:`save_ood`."""
     with np.load(path) as z:
-        return OodModel(z["centroids"], z["precision"], float(z["threshold"]),
-                        float(z["min_confidence"]))
+        return OodModel(
+            z["centroids"], z["precision"], float(z["threshold"]), float(z["min_confidence"])
+        )

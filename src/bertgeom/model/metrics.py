@@ -109,17 +109,23 @@ def classification_metrics(
         auc = None
         if 0 < positives.sum() < len(y_true):
             auc = float(roc_auc_score(positives, probs[:, c]))
-        per_class.append(ClassMetrics(
-            label=labels[c], support=int(cm[c].sum()), precision=float(precision[c]),
-            recall=float(recall[c]), specificity=float(tn / (tn + fp)) if tn + fp else 0.0,
-            f1=float(f1[c]), roc_auc=auc,
-        ))
+        per_class.append(
+            ClassMetrics(
+                label=labels[c],
+                support=int(cm[c].sum()),
+                precision=float(precision[c]),
+                recall=float(recall[c]),
+                specificity=float(tn / (tn + fp)) if tn + fp else 0.0,
+                f1=float(f1[c]),
+                roc_auc=auc,
+            )
+        )
     present = cm.sum(axis=1) > 0
     eps = 1e-12
     nll = float(-np.log(np.clip(probs[np.arange(len(y_true)), y_true], eps, 1)).mean())
     return Metrics(
         labels=tuple(labels),
-        n=int(len(y_true)),
+        n=len(y_true),
         accuracy=float(np.diag(cm).sum() / max(total, 1)),
         macro_f1=float(f1[present].mean()) if present.any() else 0.0,
         micro_f1=float(np.diag(cm).sum() / max(total, 1)),  # = accuracy for single-label
