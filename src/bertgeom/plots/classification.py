@@ -32,8 +32,15 @@ def confusion_figure(confusion: np.ndarray, labels: Sequence[str], title: str = 
     for i in range(n):
         for j in range(n):
             if confusion[i, j]:
-                ax.text(j, i, str(confusion[i, j]), ha="center", va="center", fontsize=8,
-                        color="white" if share[i, j] > 0.6 else "black")
+                ax.text(
+                    j,
+                    i,
+                    str(confusion[i, j]),
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if share[i, j] > 0.6 else "black",
+                )
     ax.set_xticks(range(n), labels, rotation=45, ha="right")
     ax.set_yticks(range(n), labels)
     ax.set_xlabel("predicted")
@@ -47,8 +54,9 @@ def reliability_figure(
 ) -> Any:
     """Reliability diagram: accuracy against mean confidence per bin, with the diagonal."""
     plt = _pyplot()
-    fig, (ax, axc) = plt.subplots(2, 1, figsize=(4.2, 4.8), height_ratios=(3, 1), sharex=True,
-                                  layout="constrained")
+    fig, (ax, axc) = plt.subplots(
+        2, 1, figsize=(4.2, 4.8), height_ratios=(3, 1), sharex=True, layout="constrained"
+    )
     ok = count > 0
     ax.plot([0, 1], [0, 1], color="grey", lw=1, ls="--", label="perfect calibration")
     ax.plot(confidence[ok], accuracy[ok], marker="o", lw=1.5, label=label or "model")
