@@ -88,6 +88,129 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_config(args: argparse.Namespace, stage: str) -> Any:
+    from bertgeom.config import TrainConfig, resolve
+
+    return resolve(
+        TrainConfig,
+        _config_table(args.config, stage),
+        {
+            "preset": args.preset,
+            "epochs": args.epochs,
+            "batch_size": args.batch_size,
+            "lr": args.lr,
+            "seed": args.seed,
+            "device": args.device,
+            "max_steps": args.max_steps,
+            "threads": args.threads,
+            "init_from": getattr(args, "init_from", None),
+            "token_mode": args.token_mode,
+            "k": args.k,
+            "stride": args.stride,
+        },
+        source=args.config or "options",
+    )
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from bertgeom.pipeline import train
+
+    config = _train_config(args, "train")
+    result = train.run(args.prepared, args.out, config, resume=args.resume, progress=not args.quiet)
+    print(
+        f"trained {config.preset} on {result.n_train} genomes (val {result.n_val}): best "
+        f"val macro-F1 {result.best_val_macro_f1:.4f} at epoch {result.best_epoch}, "
+        f"{result.seconds:.0f} s -> {args.out}"
+    )
+    return 0
+
+
+def _cmd_pretrain(args: argparse.Namespace) -> int:
+    from bertgeom.pipeline import train
+
+    config = _train_config(args, "pretrain")
+    out = train.run_pretrain(args.prepared, args.out, config, progress=not args.quiet)
+    print(f"pre-trained {config.preset} (masked k-mers) -> {out}")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from bertgeom.pipeline import evaluate
+
+    m = evaluate.run(
+        args.model,
+        args.prepared,
+        args.out,
+        split=args.split,
+        device=args.device,
+        batch_size=args.batch_size,
+        refit=args.refit,
+    )
+    print(
+        f"{args.split}: {m.n} genomes, accuracy {m.accuracy:.4f}, macro-F1 {m.macro_f1:.4f}, "
+        f"ECE {m.reliability.ece:.4f}"
+    )
+    print(f"{'class':<11}{'n':>6}{'prec.':>8}{'recall':>8}{'spec.':>8}{'F1':>8}{'AUC':>8}")
+    for c in m.per_class:
+        auc = f"{c.roc_auc:.4f}" if c.roc_auc is not None else "-"
+        print(
+            f"{c.label:<11}{c.support:>6}{c.precision:>8.4f}{c.recall:>8.4f}"
+            f"{c.specificity:>8.4f}{c.f1:>8.4f}{auc:>8}"
+        )
+    print(f"-> {args.out}/metrics.json")
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from bertgeom.config import PrepareConfig, resolve
+    from bertgeom.pipeline import predict
+
+    cfg = resolve(
+        PrepareConfig,
+        _config_table(args.config, "prepare"),
+        {"jobs": args.jobs, "dedupe": args.dedupe},
+        source=args.config or "options",
+    )
+    s = predict.run(
+        args.model,
+        args.genomes,
+        args.out,
+        prepare_config=cfg,
+        device=args.device,
+        batch_size=args.batch_size,
+        progress=not args.quiet,
+    )
+    print(
+        f"{s.n_genomes} genomes: {s.n_classified} classified, {s.n_failed_qc} failed QC, "
+        f"{s.n_ood} flagged out of distribution -> {args.out}"
+    )
+    print(", ".join(f"{k} {v}" for k, v in sorted(s.per_class.items())))
+    return 0
+
+
+def _add_train_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("prepared", metavar="PREPARED_DIR", help="output of `bertgeom prepare`")
+    p.add_argument("--out", required=True, help="model directory to write")
+    p.add_argument("--preset", choices=("tiny", "small", "base"), help="model size (small)")
+    p.add_argument("--epochs", type=int, help="maximum epochs")
+    p.add_argument("--batch-size", type=int, help="genomes per step")
+    p.add_argument("--lr", type=float, help="peak learning rate")
+    p.add_argument("--seed", type=int, help="seed (42)")
+    p.add_argument("--device", help="auto (default), cpu or cuda")
+    p.add_argument("--max-steps", type=int, help="stop after this many steps (smoke runs)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (0 = default)")
+    p.add_argument(
+        "--token-mode",
+        choices=("aligned", "raw"),
+        help="k-mers of the aligned "
+        "spike (default) or of the spike as read (the research code's way)",
+    )
+    p.add_argument("--k", type=int, help="k-mer length (12)")
+    p.add_argument("--stride", type=int, help="k-mer stride (9)")
+    p.add_argument("--config", help="TOML file with a [train] / [pretrain] table")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -151,6 +274,42 @@ def build_parser() -> argparse.ArgumentParser:
     ps.add_argument("--config", help="TOML file with a [simulate] table")
     ps.add_argument("--quiet", action="store_true", help="no progress bar")
     ps.set_defaults(func=_cmd_simulate)
+
+    pt = sub.add_parser("train", help="train the BERT variant classifier")
+    _add_train_options(pt)
+    pt.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    pt.add_argument("--init-from", help="a `bertgeom pretrain` directory to start from")
+    pt.set_defaults(func=_cmd_train)
+
+    pre = sub.add_parser("pretrain", help="masked k-mer pre-training on unlabelled spikes")
+    _add_train_options(pre)
+    pre.set_defaults(func=_cmd_pretrain)
+
+    pe = sub.add_parser("evaluate", help="metrics of a model on the test split")
+    pe.add_argument("model", metavar="MODEL_DIR")
+    pe.add_argument("prepared", metavar="PREPARED_DIR")
+    pe.add_argument("--out", required=True, help="output directory")
+    pe.add_argument("--split", default="test", choices=("train", "val", "test"))
+    pe.add_argument("--device", default="auto")
+    pe.add_argument("--batch-size", type=int, default=64)
+    pe.add_argument(
+        "--refit",
+        action="store_true",
+        help="fit the calibration temperature and OOD detector again first",
+    )
+    pe.set_defaults(func=_cmd_evaluate)
+
+    pr = sub.add_parser("predict", help="classify genomes: one TSV row per input genome")
+    pr.add_argument("model", metavar="MODEL_DIR")
+    pr.add_argument("genomes", nargs="+", metavar="GENOMES", help="FASTA(.gz) files")
+    pr.add_argument("--out", required=True, help="predictions TSV to write")
+    pr.add_argument("--jobs", type=int, help="alignment worker processes (1)")
+    pr.add_argument("--dedupe", choices=("error", "keep-first"))
+    pr.add_argument("--device", default="auto")
+    pr.add_argument("--batch-size", type=int, default=64)
+    pr.add_argument("--config", help="TOML file with a [prepare] table (QC thresholds)")
+    pr.add_argument("--quiet", action="store_true")
+    pr.set_defaults(func=_cmd_predict)
 
     pd = sub.add_parser("demo", help="the whole pipeline on the embedded simulated data")
     pd.add_argument("--out", required=True, help="run directory")

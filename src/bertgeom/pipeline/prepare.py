@@ -72,7 +72,7 @@ def run(
     tmp_rows = out / f".{SPIKES_FILE}.rows.tmp"
     try:
         with SpikesWriter(tmp_rows, batch_size=config.batch_size) as writer:
-            for row in _process_all(records, config, total, progress):
+            for row in process_genomes(records, config, total, progress):
                 label, raw = _label_of(row, labels, file_classes)
                 row["label"], row["label_raw"] = label, raw
                 writer.write(row)
@@ -141,16 +141,18 @@ def _label_of(
     return None, None
 
 
-def _process_all(
-    records: Iterator[Any], config: PrepareConfig, total: int, progress: bool
+def process_genomes(
+    records: Iterator[Any], config: PrepareConfig, total: int, progress: bool, desc: str = "prepare"
 ) -> Iterator[dict[str, Any]]:
+    """Spikes-table rows (label and split empty) of FASTA records, in input order, on
+    ``config.jobs`` processes, with a progress bar over ``total`` genomes."""
     from tqdm import tqdm
 
     items = ((r.id, r.sequence, r.path, r.index) for r in records)
     bar = tqdm(
         total=total,
         unit="genome",
-        desc="prepare",
+        desc=desc,
         disable=not progress,
         file=sys.stderr,
         dynamic_ncols=True,

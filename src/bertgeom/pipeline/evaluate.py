@@ -1,0 +1,161 @@
+"""``bertgeom evaluate``: honest metrics of a model on the test split of a prepared dataset.
+
+Outputs in ``out_dir``: ``metrics.json`` (accuracy, macro/micro F1, per-class precision, recall,
+specificity, F1 and one-vs-rest ROC-AUC, expected calibration error and NLL before and after
+temperature scaling), ``per_class.tsv``, ``confusion.tsv``, ``predictions.tsv`` (every test
+genome: true and predicted class, probability), figures ``confusion.png``, ``reliability.png``
+and, when the model directory has a ``history.tsv``, ``history.png``; and ``manifest.json``.
+The temperature comes from the model directory (fitted on the validation split by ``train``);
+``refit=True`` fits it again first.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bertgeom.io.files import read_tsv, save_figure, write_json, write_tsv
+from bertgeom.io.manifest import describe_inputs, write_manifest
+from bertgeom.model.data import encode_labels, load_split, sequences_for
+from bertgeom.model.infer import infer, resolve_device
+from bertgeom.model.metrics import Metrics, classification_metrics, softmax
+from bertgeom.model.store import WEIGHTS, load_model_dir
+from bertgeom.pipeline import calibrate
+
+
+def run(
+    model_dir: str | os.PathLike,
+    prepared_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    split: str = "test",
+    device: str = "auto",
+    batch_size: int = 64,
+    refit: bool = False,
+) -> Metrics:
+    """Evaluate ``model_dir`` on ``split`` of ``prepared_dir``; returns the calibrated metrics."""
+    if refit:
+        calibrate.run(model_dir, prepared_dir, device=device, batch_size=batch_size)
+    dev = resolve_device(device)
+    bundle = load_model_dir(model_dir, device=dev)
+    df = load_split(prepared_dir, split)
+    out = infer(
+        bundle.model,
+        bundle.vocab.encode(sequences_for(df, bundle.vocab.spec.mode)),
+        batch_size,
+        dev,
+    )
+    y = encode_labels(df.label, bundle.labels)
+    raw = classification_metrics(y, softmax(out.logits.astype(np.float64)), bundle.labels)
+    probs = softmax(out.logits.astype(np.float64), bundle.temperature)
+    cal = classification_metrics(y, probs, bundle.labels)
+    d = Path(out_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    _write_tables(d, df, y, probs, cal, bundle.labels)
+    write_json(
+        d / "metrics.json",
+        {
+            "split": split,
+            "n": cal.n,
+            "temperature": bundle.temperature,
+            "calibrated": _summary(cal),
+            "uncalibrated": _summary(raw),
+            "per_class": [asdict(c) for c in cal.per_class],
+            "confusion": {"labels": list(cal.labels), "counts": cal.confusion.tolist()},
+        },
+    )
+    figures = _write_figures(d, cal, raw, Path(model_dir))
+    outputs = ["metrics.json", "per_class.tsv", "confusion.tsv", "predictions.tsv", *figures]
+    write_manifest(
+        d,
+        "evaluate",
+        describe_inputs([Path(prepared_dir) / "spikes.parquet", Path(model_dir) / WEIGHTS]),
+        {"split": split, "device": dev, "batch_size": batch_size, "refit": refit},
+        outputs,
+        summary=_summary(cal),
+    )
+    return cal
+
+
+def _summary(m: Metrics) -> dict[str, Any]:
+    return {
+        "accuracy": m.accuracy,
+        "macro_f1": m.macro_f1,
+        "micro_f1": m.micro_f1,
+        "ece": m.reliability.ece,
+        "nll": m.nll,
+    }
+
+
+def _write_tables(
+    d: Path, df: Any, y: np.ndarray, probs: np.ndarray, m: Metrics, labels: tuple[str, ...]
+) -> None:
+    write_tsv(
+        d / "per_class.tsv",
+        ["class", "support", "precision", "recall", "specificity", "f1", "roc_auc"],
+        (
+            [
+                c.label,
+                c.support,
+                f"{c.precision:.4f}",
+                f"{c.recall:.4f}",
+                f"{c.specificity:.4f}",
+                f"{c.f1:.4f}",
+                "" if c.roc_auc is None else f"{c.roc_auc:.4f}",
+            ]
+            for c in m.per_class
+        ),
+    )
+    write_tsv(
+        d / "confusion.tsv",
+        ["true \\ predicted", *labels],
+        ([labels[i], *m.confusion[i].tolist()] for i in range(len(labels))),
+    )
+    pred = probs.argmax(axis=1)
+    write_tsv(
+        d / "predictions.tsv",
+        ["seq_id", "class", "predicted_class", "probability", "correct", "mutations"],
+        (
+            [
+                r.id,
+                r.label,
+                labels[pred[i]],
+                f"{probs[i, pred[i]]:.4f}",
+                int(pred[i] == y[i]),
+                r.mutations,
+            ]
+            for i, r in enumerate(df.itertuples())
+        ),
+    )
+
+
+def _write_figures(d: Path, cal: Metrics, raw: Metrics, model_dir: Path) -> list[str]:
+    import matplotlib.pyplot as plt
+
+    from bertgeom.plots.classification import (
+        confusion_figure,
+        history_figure,
+        reliability_figure,
+    )
+
+    figures = {
+        "confusion.png": confusion_figure(cal.confusion, cal.labels),
+        "reliability.png": reliability_figure(
+            cal.reliability.confidence,
+            cal.reliability.accuracy,
+            cal.reliability.count,
+            cal.reliability.ece,
+            label=f"calibrated (uncalibrated ECE {raw.reliability.ece:.4f})",
+        ),
+    }
+    history = model_dir / "history.tsv"
+    if history.is_file():
+        header, rows = read_tsv(history)
+        figures["history.png"] = history_figure([dict(zip(header, r, strict=True)) for r in rows])
+    for name, fig in figures.items():
+        save_figure(fig, d / name)
+        plt.close(fig)
+    return list(figures)
