@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from bertgeom.genome.mutations import SpikeCalls, call_mutations
 from bertgeom.genome.process import SpikeProcessor, SpikeResult
 from bertgeom.genome.sequence import reverse_complement
-from bertgeom.genome.simulate import NoiseProfile, simulate_dataset, simulate_genome
+from bertgeom.genome.simulate import NOISELESS, simulate_dataset, simulate_genome
 from bertgeom.genome.spike import normalize_indels
 from bertgeom.resources import (
     CLASSES,
@@ -34,19 +34,7 @@ START = spike_coordinates().start
 S0, S1 = START - 1, START - 1 + len(SPIKE)  # 0-based half-open genome span of the spike
 MARGIN = 30  # nt at each spike end that no edit touches
 SPACING = 15  # nt between two edits
-#: Only the defining mutations, all of them, in reference coordinates up to the first indel.
-QUIET = NoiseProfile(
-    substitution_rate=0.0,
-    extra_substitutions=(0, 0),
-    n_runs=(0, 0),
-    trim5=(0, 0),
-    trim3=(0, 0),
-    p_spike_indel=0.0,
-    p_outside_indel=0.0,
-    p_reverse_complement=0.0,
-    p_drop_defining=0.0,
-    p_noncore=1.0,
-)
+QUIET = NOISELESS
 
 _SETTINGS = settings(max_examples=60, deadline=None)
 

@@ -12,6 +12,7 @@ import pytest
 from bertgeom.errors import ConfigError, InputError
 from bertgeom.genome.sequence import reverse_complement
 from bertgeom.genome.simulate import (
+    NOISELESS,
     OTHER_DEFINING,
     SPIKE_MARGIN,
     NoiseProfile,
@@ -29,19 +30,7 @@ from bertgeom.resources import (
 )
 from bertgeom.resources.variants import defining_mutations, parse_mutation
 
-#: No noise at all: only the defining mutations, every one of them carried.
-QUIET = NoiseProfile(
-    substitution_rate=0.0,
-    extra_substitutions=(0, 0),
-    n_runs=(0, 0),
-    trim5=(0, 0),
-    trim3=(0, 0),
-    p_spike_indel=0.0,
-    p_outside_indel=0.0,
-    p_reverse_complement=0.0,
-    p_drop_defining=0.0,
-    p_noncore=1.0,
-)
+QUIET = NOISELESS
 #: Much more noise than the default, to exercise every kind of edit.
 NOISY = NoiseProfile(
     extra_substitutions=(5, 10),

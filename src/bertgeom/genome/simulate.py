@@ -189,6 +189,21 @@ class NoiseProfile:
             raise ConfigError(f"NoiseProfile: trimming is limited to {_MAX_TRIM} nt per end")
 
 
+#: No noise at all: only the defining mutations, every one of them (core or not) carried.
+NOISELESS = NoiseProfile(
+    substitution_rate=0.0,
+    extra_substitutions=(0, 0),
+    n_runs=(0, 0),
+    trim5=(0, 0),
+    trim3=(0, 0),
+    p_spike_indel=0.0,
+    p_outside_indel=0.0,
+    p_reverse_complement=0.0,
+    p_drop_defining=0.0,
+    p_noncore=1.0,
+)
+
+
 # --------------------------------------------------------------------------- static data
 
 
