@@ -1,0 +1,278 @@
+"""Directionality of subspace selection (science.md §5, bertgeom definitions).
+
+Orientation. HF ``nn.Linear`` stores ``weight: (d_out, d_in)`` and computes ``x @ weight.T + b``,
+so the queries of head h are ``q = x @ Wq_hᵀ + b_h`` with ``Wq_h = weight[h*d_head:(h+1)*d_head]``
+the head's block of *rows* (d_head x d_model) — in the paper's notation W_Q^h = Wq_hᵀ, the
+head's block of columns of the transposed weight. The raw score of a query token x and a key
+token y is ``q·k = x Wq_hᵀ Wk_h yᵀ + (bias terms)``, so the bilinear form is
+
+    B_h = W_Q^h (W_K^h)ᵀ = Wq_hᵀ Wk_h          (d_model x d_model, rank <= d_head).
+
+With S = (B + Bᵀ)/2 and N = (B - Bᵀ)/2, ``||B||² = ||S||² + ||N||²`` and the directionality
+index ``d_h = ||N||_F / ||B||_F`` is in [0, 1] (0 symmetric, 1 antisymmetric). It is computed
+from d_head x d_head products, never forming B:
+
+    ||B||_F² = tr((Wq Wqᵀ)(Wk Wkᵀ)),    <B, Bᵀ> = tr(B B) = tr((Wk Wqᵀ)²),
+    ||S||² = (||B||² + <B, Bᵀ>)/2,     ||N||² = (||B||² - <B, Bᵀ>)/2.
+
+All weight functions accept any leading dimensions, e.g. ``(layer, d_model, d_model)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from bertgeom.geometry.masking import check_mask, content_mask
+
+
+def head_blocks(weight: Tensor, n_heads: int) -> Tensor:
+    """Split an HF projection weight into per-head row blocks.
+
+    Parameters
+    ----------
+    weight : (..., d_model_out, d_model_in), as in ``nn.Linear.weight`` (``x @ weight.T``)
+    n_heads : number of heads; d_model_out must be a multiple of it
+
+    Returns
+    -------
+    (..., head, d_head, d_model) with block h = ``weight[h*d_head:(h+1)*d_head]``
+    """
+    d_out = weight.shape[-2]
+    if d_out % n_heads:
+        raise ValueError(f"{d_out} output features do not split into {n_heads} heads")
+    return weight.unflatten(-2, (n_heads, d_out // n_heads))
+
+
+def bilinear_form(query_weight: Tensor, key_weight: Tensor, n_heads: int) -> Tensor:
+    """Dense ``B_h = Wq_hᵀ Wk_h`` (for checks and small models; use the trace forms otherwise).
+
+    Returns
+    -------
+    (..., head, d_model, d_model), with ``x B_h yᵀ = q_h(x)·k_h(y)`` without biases
+    """
+    wq, wk = head_blocks(query_weight, n_heads), head_blocks(key_weight, n_heads)
+    return wq.transpose(-1, -2) @ wk
+
+
+@dataclass(frozen=True)
+class Directionality:
+    """Symmetric/antisymmetric split of the bilinear forms; fields (..., head).
+
+    Attributes
+    ----------
+    index : d_h = ||N||_F / ||B||_F in [0, 1] (0 when B = 0)
+    norm : ||B||_F
+    symmetric_norm : ||S||_F
+    antisymmetric_norm : ||N||_F
+    """
+
+    index: Tensor
+    norm: Tensor
+    symmetric_norm: Tensor
+    antisymmetric_norm: Tensor
+
+
+def directionality(query_weight: Tensor, key_weight: Tensor, n_heads: int) -> Directionality:
+    """Directionality index of every head from d_head x d_head traces (module docstring).
+
+    Parameters
+    ----------
+    query_weight, key_weight : (..., d_model, d_model) HF ``query.weight``, ``key.weight``
+    n_heads : number of heads
+
+    Returns
+    -------
+    Directionality with fields (..., head)
+    """
+    wq = head_blocks(query_weight, n_heads).double()
+    wk = head_blocks(key_weight, n_heads).double()
+    gq, gk = wq @ wq.transpose(-1, -2), wk @ wk.transpose(-1, -2)
+    b2 = (gq * gk).sum((-1, -2))  # tr(Gq Gk), both symmetric
+    c = wk @ wq.transpose(-1, -2)  # (..., head, d_head, d_head)
+    bbt = (c * c.transpose(-1, -2)).sum((-1, -2))  # tr(C C) = <B, Bᵀ>
+    s2, n2 = ((b2 + bbt) / 2).clamp(min=0), ((b2 - bbt) / 2).clamp(min=0)
+    index = torch.where(b2 > 0, (n2 / b2.clamp(min=1e-300)).sqrt(), 0.0).clamp(max=1.0)
+    return Directionality(index=index, norm=b2.sqrt(), symmetric_norm=s2.sqrt(),
+                          antisymmetric_norm=n2.sqrt())  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Signature:
+    """Eigenvalue signature of the symmetric part S of each head's bilinear form.
+
+    Attributes
+    ----------
+    eigenvalues : (..., head, r) eigenvalues of S that can be non-zero, descending
+        (r = min(d_model, 2 d_head): S has rank <= 2 d_head)
+    n_positive, n_negative : (..., head) eigenvalues above ``tolerance`` / below ``-tolerance``
+    positive_mass, negative_mass : (..., head) Σ λ₊ / Σ |λ| and Σ |λ₋| / Σ |λ| over the
+        eigenvalues beyond the tolerance (both 0 when there are none)
+    tolerance : (..., head) rtol * ||B||_F (relative to B, so that a purely antisymmetric B
+        has no significant eigenvalues of S)
+    """
+
+    eigenvalues: Tensor
+    n_positive: Tensor
+    n_negative: Tensor
+    positive_mass: Tensor
+    negative_mass: Tensor
+    tolerance: Tensor
+
+
+def symmetric_signature(
+    query_weight: Tensor, key_weight: Tensor, n_heads: int, rtol: float | None = None
+) -> Signature:
+    """Signature of ``S_h = (B_h + B_hᵀ)/2`` without forming it.
+
+    ``S = U M Uᵀ`` with ``U = [Wqᵀ, Wkᵀ]`` (d_model x 2 d_head) and ``M = [[0, I/2], [I/2, 0]]``;
+    with ``U = Q R`` (reduced QR) the non-zero eigenvalues of S are those of ``R M Rᵀ``.
+
+    Parameters
+    ----------
+    query_weight, key_weight : (..., d_model, d_model) HF weights
+    n_heads : number of heads
+    rtol : relative tolerance on ||B||_F; default ``d_model * eps(float64)``
+
+    Returns
+    -------
+    Signature with fields (..., head) and eigenvalues (..., head, r)
+    """
+    wq = head_blocks(query_weight, n_heads).double()
+    wk = head_blocks(key_weight, n_heads).double()
+    d_head, d_model = wq.shape[-2], wq.shape[-1]
+    if 2 * d_head < d_model:
+        _, r = torch.linalg.qr(torch.cat([wq, wk], -2).transpose(-1, -2))  # r: (.., 2dh, 2dh)
+        rq, rk = r[..., :d_head], r[..., d_head:]
+        core = (rq @ rk.transpose(-1, -2) + rk @ rq.transpose(-1, -2)) / 2
+    else:
+        b = wq.transpose(-1, -2) @ wk
+        core = (b + b.transpose(-1, -2)) / 2
+    eig = torch.linalg.eigvalsh(core).flip(-1)
+    rtol = d_model * torch.finfo(torch.float64).eps if rtol is None else rtol
+    tol = rtol * directionality(query_weight, key_weight, n_heads).norm
+    big = torch.where(eig.abs() > tol[..., None], eig, 0.0)
+    total = big.abs().sum(-1).clamp(min=1e-300)
+    return Signature(
+        eigenvalues=eig,
+        n_positive=(big > 0).sum(-1),
+        n_negative=(big < 0).sum(-1),
+        positive_mass=big.clamp(min=0).sum(-1) / total,
+        negative_mass=(-big).clamp(min=0).sum(-1) / total,
+        tolerance=tol,
+    )
+
+
+def bilinear_eigenvalues(query_weight: Tensor, key_weight: Tensor, n_heads: int) -> Tensor:
+    """Eigenvalues of ``B_h = Wq_hᵀ Wk_h`` that can be non-zero: those of ``Wk_h Wq_hᵀ``.
+
+    Returns
+    -------
+    (..., head, d_head) complex128 (B has d_model - d_head further zero eigenvalues)
+    """
+    wq = head_blocks(query_weight, n_heads).double()
+    wk = head_blocks(key_weight, n_heads).double()
+    return torch.linalg.eigvals(wk @ wq.transpose(-1, -2))
+
+
+def _bases(weight: Tensor, n_heads: int) -> Tensor:
+    """Orthonormal bases of the row spaces of the head blocks, (..., head, d_model, d_head)."""
+    q, _ = torch.linalg.qr(head_blocks(weight, n_heads).double().transpose(-1, -2))
+    return q
+
+
+def principal_angles(query_weight: Tensor, key_weight: Tensor, n_heads: int) -> Tensor:
+    """Principal angles between each head's query and key subspaces of the residual stream.
+
+    The subspaces are the row spaces of Wq_h and Wk_h (the directions of x that the head's
+    queries / keys read); with orthonormal bases Qq, Qk, ``cos θ_i = σ_i(Qqᵀ Qk)``. Assumes the
+    head blocks have full row rank (d_head).
+
+    Returns
+    -------
+    (..., head, d_head) angles in radians, ascending (0 = a shared direction)
+    """
+    qq, qk = _bases(query_weight, n_heads), _bases(key_weight, n_heads)
+    cos = torch.linalg.svdvals(qq.transpose(-1, -2) @ qk).clamp(0.0, 1.0)
+    return torch.arccos(cos)
+
+
+def subspace_overlap(weight: Tensor, n_heads: int, other: Tensor | None = None) -> Tensor:
+    """Overlap of the heads' row subspaces within a layer.
+
+    ``overlap[h, g] = ||Q_hᵀ P_g||_F² / d_head`` = mean cos² of the principal angles, in [0, 1]
+    (1 = the same subspace, 0 = orthogonal), with Q_h, P_g orthonormal bases of the row spaces of
+    head h of ``weight`` and head g of ``other`` (``weight`` itself when None).
+
+    Returns
+    -------
+    (..., head, head)
+    """
+    q = _bases(weight, n_heads)
+    p = q if other is None else _bases(other, n_heads)
+    cross = q.transpose(-1, -2).unsqueeze(-3) @ p.unsqueeze(-4)  # (..., head, head, dh, dh)
+    return (cross**2).sum((-1, -2)) / q.shape[-1]
+
+
+def _masked_rows(x: Tensor, mask: Tensor | None, drop_special: bool) -> Tensor:
+    b, pos = x.shape[0], x.shape[-2]
+    keep = content_mask(check_mask(mask, b, pos, x.device), drop_special)
+    return x * keep.view(b, *([1] * (x.dim() - 3)), pos, 1)
+
+
+def _split_ratio(m: Tensor) -> Tensor:
+    """||M - Mᵀ||_F / ||M + Mᵀ||_F over the last two dimensions (0 for M = 0)."""
+    anti = torch.linalg.matrix_norm(m - m.transpose(-1, -2))
+    sym = torch.linalg.matrix_norm(m + m.transpose(-1, -2))
+    return torch.where(sym > 0, anti / sym.clamp(min=1e-30), 0.0)
+
+
+def score_directionality(
+    q: Tensor, k: Tensor, mask: Tensor | None = None, *, drop_special: bool = False
+) -> Tensor:
+    """Directionality of the token score matrix ``M = Q Kᵀ`` of each genome and head.
+
+    ``||N||_F / ||M||_F`` with N = (M - Mᵀ)/2, over the real tokens only (biases included, as
+    the model scores them; divide by sqrt(d_head) or not, the ratio is the same).
+
+    Parameters
+    ----------
+    q, k : (batch, head, pos, d_head) projected queries and keys
+    mask : (batch, pos) bool, True = real token
+    drop_special : leave out [CLS] and [SEP]
+
+    Returns
+    -------
+    (batch, head) in [0, 1]
+    """
+    q = _masked_rows(q, mask, drop_special).double()
+    k = _masked_rows(k, mask, drop_special).double()
+    m = q @ k.transpose(-1, -2)  # (batch, head, q_pos, k_pos)
+    anti = torch.linalg.matrix_norm(m - m.transpose(-1, -2)) / 2
+    total = torch.linalg.matrix_norm(m)
+    return torch.where(total > 0, anti / total.clamp(min=1e-300), 0.0)
+
+
+def attention_asymmetry(
+    attn: Tensor, mask: Tensor | None = None, *, drop_special: bool = False
+) -> Tensor:
+    """Asymmetry of attention, ``||A - Aᵀ||_F / ||A + Aᵀ||_F`` over the real tokens.
+
+    In [0, 1] for non-negative A: 0 symmetric, 1 when A_ij A_ji = 0 for all pairs (e.g. purely
+    backward attention).
+
+    Parameters
+    ----------
+    attn : (batch, head, q_pos, k_pos)
+    mask : (batch, pos) bool
+    drop_special : leave out [CLS] and [SEP] rows and columns
+
+    Returns
+    -------
+    (batch, head)
+    """
+    a = _masked_rows(attn, mask, drop_special)
+    a = _masked_rows(a.transpose(-1, -2), mask, drop_special).transpose(-1, -2)
+    return _split_ratio(a.double())

@@ -1,0 +1,337 @@
+"""Attention to spike protein domains, and attention rollout (science.md §6).
+
+Tokens to residues (aligned tokens): content token t (0-based, the t-th real position after
+[CLS]) covers spike nucleotides [t*stride, t*stride + k - 1], i.e. residues
+``t*stride//3 + 1 .. (t*stride + k - 1)//3 + 1`` (``bertgeom.tokens.kmers.token_residues``). A
+token belongs to every domain its residue range overlaps (domains nest: S1 holds NTD and RBD), and
+to "no domain" when it overlaps no *leaf* domain (one that contains no other domain), so that the
+gaps between the named domains inside S1/S2 count as "no domain" (bertgeom definition, B). With
+``compat=True`` each domain ends one residue early, as the research code's end index
+``a_end*3 - 1`` loses the last codon.
+
+Enrichment (after Vig et al. 2021, bertgeom definition): per (layer, class, head, domain),
+attention share = mass that content query rows give to content keys in the domain / mass they
+give to all content keys; token share = content tokens in the domain / content tokens. The
+two-proportion z-test uses x1 = attention mass on the domain, n1 = attention mass on content keys
+(each query row carries mass 1), x2, n2 the token counts: ``z = (p1 - p2) / sqrt(p̂(1-p̂)(1/n1 +
+1/n2))`` with pooled p̂ = (x1 + x2)/(n1 + n2); two-sided p-values; Bonferroni over the
+layers x heads tested (alpha 0.05/144 for BERT-base).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from bertgeom.geometry.masking import check_labels, check_mask, content_mask, special_positions
+from bertgeom.resources import Domain, protein_domains
+from bertgeom.tokens.kmers import KmerSpec, token_residues
+
+NO_DOMAIN = "no domain"
+
+
+@dataclass(frozen=True)
+class TokenDomains:
+    """Which spike domains each content token overlaps.
+
+    Attributes
+    ----------
+    names : domain names, then ``NO_DOMAIN`` last (the ``domain`` dimension)
+    membership : (token, domain) bool
+    residues : (token, 2) first and last residue (1-based) of each token
+    """
+
+    names: tuple[str, ...]
+    membership: np.ndarray
+    residues: np.ndarray
+
+
+def _leaves(domains: Sequence[Domain]) -> list[bool]:
+    def inside(e: Domain, d: Domain) -> bool:  # e strictly inside d
+        return d.start <= e.start and e.end <= d.end and (e.start, e.end) != (d.start, d.end)
+
+    return [not any(inside(e, d) for e in domains) for d in domains]
+
+
+def token_domains(
+    n_tokens: int,
+    spec: KmerSpec | None = None,
+    domains: Sequence[Domain] | None = None,
+    *,
+    compat: bool = False,
+) -> TokenDomains:
+    """Domain membership of the content tokens (see the module docstring).
+
+    Parameters
+    ----------
+    n_tokens : number of content tokens (425 for the spike with k=12, stride 9)
+    spec : tokenization (default k=12, stride 9, aligned)
+    domains : default ``bertgeom.resources.protein_domains()``
+    compat : end every domain one residue early (the research code's index)
+
+    Returns
+    -------
+    TokenDomains
+    """
+    spec = spec or KmerSpec()
+    domains = tuple(protein_domains() if domains is None else domains)
+    res = token_residues(spec, n_tokens)  # (token, 2)
+    cut = 1 if compat else 0
+    member = np.stack(
+        [(res[:, 0] <= d.end - cut) & (res[:, 1] >= d.start) for d in domains], axis=1
+    ).reshape(n_tokens, len(domains))
+    leaf = np.array(_leaves(domains), dtype=bool)
+    none = ~(member[:, leaf].any(axis=1))
+    names = (*(d.name for d in domains), NO_DOMAIN)
+    return TokenDomains(
+        names=names, membership=np.concatenate([member, none[:, None]], 1), residues=res
+    )
+
+
+def position_membership(mask: Tensor, domains: TokenDomains) -> Tensor:
+    """Per-position domain membership: content position -> its token's domains; others none.
+
+    Parameters
+    ----------
+    mask : (batch, pos) bool, True = real token
+    domains : TokenDomains of at least as many tokens as any genome has content tokens
+
+    Returns
+    -------
+    (batch, pos, domain) float32, zero rows at [CLS], [SEP] and PAD
+    """
+    content = content_mask(mask, True)
+    token = content.long().cumsum(-1) - 1  # (batch, pos) content-token index
+    n_table = domains.membership.shape[0]
+    if content.numel() and int(content.sum(-1).amax()) > n_table:
+        raise ValueError(f"a genome has more content tokens than the {n_table} of the domain table")
+    table = torch.as_tensor(domains.membership, dtype=torch.float32, device=mask.device)
+    out = table[token.clamp(0, n_table - 1)]
+    return out * content[..., None]
+
+
+@dataclass(frozen=True)
+class DomainStats:
+    """Streamed attention-to-domain sums of one layer.
+
+    Attributes
+    ----------
+    names : the ``domain`` dimension
+    attention : (class, head, domain) float64 mass content queries give to keys in the domain
+    content_attention : (class, head) float64 mass content queries give to content keys
+    tokens : (class, domain) float64 content tokens in the domain, summed over genomes
+    n_tokens : (class,) float64 content tokens summed over genomes
+    """
+
+    names: tuple[str, ...]
+    attention: Tensor
+    content_attention: Tensor
+    tokens: Tensor
+    n_tokens: Tensor
+
+    def combine(self, other: DomainStats) -> DomainStats:
+        """Both batches together (sums add)."""
+        if self.names != other.names:
+            raise ValueError("cannot combine DomainStats of different domain tables")
+        dev = self.attention.device
+        return DomainStats(
+            names=self.names,
+            attention=self.attention + other.attention.to(dev),
+            content_attention=self.content_attention + other.content_attention.to(dev),
+            tokens=self.tokens + other.tokens.to(dev),
+            n_tokens=self.n_tokens + other.n_tokens.to(dev),
+        )
+
+    def pooled(self) -> DomainStats:
+        """All classes as one (class dimension of size 1)."""
+        return DomainStats(
+            names=self.names,
+            attention=self.attention.sum(0, keepdim=True),
+            content_attention=self.content_attention.sum(0, keepdim=True),
+            tokens=self.tokens.sum(0, keepdim=True),
+            n_tokens=self.n_tokens.sum(0, keepdim=True),
+        )
+
+
+def domain_stats(
+    attn: Tensor,
+    mask: Tensor | None,
+    domains: TokenDomains,
+    labels: Tensor | None = None,
+    n_classes: int = 1,
+) -> DomainStats:
+    """Attention mass landing in each domain, per class and head, from one batch of one layer.
+
+    ``attention[c, h, d] = Σ_{genome ∈ c} Σ_{i content} Σ_{j content} A_ij [token j ∈ d]``, with
+    A renormalised over the real keys (PAD keys dropped).
+
+    Parameters
+    ----------
+    attn : (batch, head, q_pos, k_pos)
+    mask : (batch, pos) bool, True = real token; None = all real
+    domains : from ``token_domains``
+    labels : (batch,) class ids; None = one class
+    n_classes : number of classes
+
+    Returns
+    -------
+    DomainStats
+    """
+    b, _, p, _ = attn.shape
+    mask = check_mask(mask, b, p, attn.device)
+    a = attn.to(torch.promote_types(attn.dtype, torch.float32)) * mask[:, None, None, :]
+    a = a / torch.where((s := a.sum(-1, keepdim=True)) > 0, s, 1.0)
+    content = content_mask(mask, True)
+    member = position_membership(mask, domains).to(a.dtype)  # (batch, pos, domain)
+    rows = a * content[:, None, :, None]
+    key_mass = rows.sum(-2)  # (batch, head, k_pos)
+    labels = check_labels(labels, b, n_classes, a.device)
+
+    def per_class(x: Tensor) -> Tensor:
+        out = torch.zeros((n_classes, *x.shape[1:]), dtype=torch.float64, device=x.device)
+        return out.index_add(0, labels, x.double())
+
+    return DomainStats(
+        names=domains.names,
+        attention=per_class(key_mass @ member),
+        content_attention=per_class((key_mass * content[:, None, :]).sum(-1)),
+        tokens=per_class(member.sum(1)),
+        n_tokens=per_class(content.sum(-1).to(a.dtype)),
+    )
+
+
+@dataclass(frozen=True)
+class DomainEnrichment:
+    """Attention share vs token share per domain, with Bonferroni-corrected z-tests.
+
+    Attributes
+    ----------
+    names : the ``domain`` dimension
+    attention_share : (layer, class, head, domain)
+    token_share : (class, domain)
+    z : (layer, class, head, domain) positive = the head reads the domain more than its share
+    p_value : (layer, class, head, domain) two-sided
+    significant : (layer, class, head, domain) bool, p_value < alpha_corrected
+    alpha_corrected : alpha / (layers x heads)
+    """
+
+    names: tuple[str, ...]
+    attention_share: Tensor
+    token_share: Tensor
+    z: Tensor
+    p_value: Tensor
+    significant: Tensor
+    alpha_corrected: float
+
+
+def domain_enrichment(layers: Sequence[DomainStats], alpha: float = 0.05) -> DomainEnrichment:
+    """Proportions z-test of attention share against token share (module docstring).
+
+    Parameters
+    ----------
+    layers : one DomainStats per layer, all batches combined
+    alpha : family-wise error rate, split over layers x heads (Bonferroni)
+
+    Returns
+    -------
+    DomainEnrichment
+    """
+    x1 = torch.stack([s.attention for s in layers])  # (layer, class, head, domain)
+    n1 = torch.stack([s.content_attention for s in layers])[..., None]
+    x2 = layers[0].tokens[None, :, None, :]
+    n2 = layers[0].n_tokens[None, :, None, None]
+    p1 = x1 / n1.clamp(min=1e-300)
+    p2 = x2 / n2.clamp(min=1e-300)
+    pooled = (x1 + x2) / (n1 + n2).clamp(min=1e-300)
+    se = (pooled * (1 - pooled) * (1 / n1.clamp(min=1e-300) + 1 / n2.clamp(min=1e-300))).sqrt()
+    z = torch.where(se > 0, (p1 - p2) / se.clamp(min=1e-300), 0.0)
+    p_value = torch.special.erfc(z.abs() / math.sqrt(2))
+    corrected = alpha / (x1.shape[0] * x1.shape[2])
+    return DomainEnrichment(
+        names=layers[0].names,
+        attention_share=p1,
+        token_share=p2[0, :, 0, :],
+        z=z,
+        p_value=p_value,
+        significant=p_value < corrected,
+        alpha_corrected=corrected,
+    )
+
+
+def attention_rollout(attn: Tensor, mask: Tensor | None = None, residual: float = 0.5) -> Tensor:
+    """Attention rollout (Abnar & Zuidema 2020) of per-layer maps, e.g. class-mean maps.
+
+    Heads are averaged, ``Â_l = (1 - residual) Ā_l + residual I`` on the real positions, rows
+    renormalised, and ``R = Â_L Â_{L-1} ... Â_1``: R_ij is how much position i at the output
+    draws on input position j.
+
+    Parameters
+    ----------
+    attn : (..., layer, head, pos, pos)
+    mask : (..., pos) bool, True = real position; None = all real
+    residual : weight of the identity (0.5 in the paper)
+
+    Returns
+    -------
+    (..., pos, pos) rows summing to 1 on the real positions, zero elsewhere
+    """
+    a = attn.to(torch.promote_types(attn.dtype, torch.float32)).mean(-3)  # (..., layer, pos, pos)
+    p = a.shape[-1]
+    real = torch.ones(p, dtype=torch.bool, device=a.device) if mask is None else mask.bool()
+    real = real.to(a.device)[..., None, :]  # (..., 1, pos)
+    pair = real[..., :, None] & real[..., None, :]  # (..., 1, pos, pos)
+    eye = torch.eye(p, dtype=a.dtype, device=a.device)
+    a = ((1 - residual) * a + residual * eye) * pair
+    a = a / torch.where((s := a.sum(-1, keepdim=True)) > 0, s, 1.0)
+    out = torch.eye(p, dtype=a.dtype, device=a.device) * pair[..., 0, :, :]
+    for layer in range(a.shape[-3]):
+        out = a[..., layer, :, :] @ out
+    return out
+
+
+@dataclass(frozen=True)
+class DomainReadout:
+    """Where [CLS] finally reads from, by domain.
+
+    Attributes
+    ----------
+    names : the ``domain`` dimension
+    share : (batch, domain) share of [CLS]'s content-key weight landing in each domain
+    special : (batch,) weight on [CLS] and [SEP] themselves
+    """
+
+    names: tuple[str, ...]
+    share: Tensor
+    special: Tensor
+
+
+def cls_domain_readout(
+    rollout: Tensor, mask: Tensor | None, domains: TokenDomains
+) -> DomainReadout:
+    """The [CLS] row of a rollout (or of any (pos, pos) map) mapped to domains.
+
+    Parameters
+    ----------
+    rollout : (batch, pos, pos), e.g. ``attention_rollout`` per class
+    mask : (batch, pos) bool, True = real token
+    domains : from ``token_domains``
+
+    Returns
+    -------
+    DomainReadout
+    """
+    b, p, _ = rollout.shape
+    mask = check_mask(mask, b, p, rollout.device)
+    first, _ = special_positions(mask)
+    row = rollout[torch.arange(b, device=rollout.device), first]  # (batch, pos)
+    content = content_mask(mask, True)
+    member = position_membership(mask, domains).to(row.dtype)
+    total = (row * content).sum(-1, keepdim=True)
+    share = (row[:, None, :] @ member)[:, 0] / torch.where(total > 0, total, 1.0)
+    special = (row * (mask & ~content)).sum(-1)
+    return DomainReadout(names=domains.names, share=share, special=special)

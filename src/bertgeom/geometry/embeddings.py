@@ -1,0 +1,332 @@
+"""Distribution of per-genome embeddings layer by layer (science.md §6).
+
+Inputs are one vector per genome and layer, ``x: (genome, layer, d_model)`` numpy arrays (the
+[CLS] vector, the mean-pooled token rows, or the input embedding of a chosen token), with class
+ids ``labels: (genome,)``. Every function returns one value (or a few) per layer; all randomness
+is seeded. scikit-learn does the fitting; cross-validation is stratified with
+``min(folds, smallest class size)`` folds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from bertgeom.errors import InputError
+from bertgeom.geometry.masking import check_mask
+
+
+def _check(x: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim != 3:
+        raise ValueError(f"x must be (genome, layer, d_model), got shape {x.shape}")
+    if labels is not None and np.shape(labels) != x.shape[:1]:
+        raise ValueError(f"labels must have shape (genome,) = {x.shape[:1]}")
+    return x
+
+
+def _folds(labels: np.ndarray, folds: int, seed: int):  # -> StratifiedKFold (lazy import)
+    from sklearn.model_selection import StratifiedKFold
+
+    classes, counts = np.unique(labels, return_counts=True)
+    if len(classes) < 2:
+        raise InputError("cross-validated accuracy needs genomes of at least two classes")
+    if counts.min() < 2:
+        raise InputError(
+            f"cross-validation needs >= 2 genomes per class; class {classes[counts.argmin()]} has 1"
+        )
+    return StratifiedKFold(n_splits=min(folds, int(counts.min())), shuffle=True, random_state=seed)
+
+
+@dataclass(frozen=True)
+class PcaSummary:
+    """PCA per layer.
+
+    Attributes
+    ----------
+    explained_variance_ratio : (layer, component)
+    coordinates : (layer, genome, 2) the 2-D PCA map
+    """
+
+    explained_variance_ratio: np.ndarray
+    coordinates: np.ndarray
+
+
+def pca_summary(x: np.ndarray, n_components: int = 10, seed: int = 0) -> PcaSummary:
+    """Explained variance ratios and 2-D map coordinates of a PCA fitted per layer.
+
+    Parameters
+    ----------
+    x : (genome, layer, d_model)
+    n_components : components kept (capped at min(genome, d_model))
+    seed : for the randomized solver
+
+    Returns
+    -------
+    PcaSummary (the map is zero-padded when fewer than 2 components exist)
+    """
+    from sklearn.decomposition import PCA
+
+    x = _check(x)
+    k = min(n_components, x.shape[0], x.shape[2])
+    ratios, coords = [], []
+    for layer in range(x.shape[1]):
+        pca = PCA(n_components=k, random_state=seed)
+        z = pca.fit_transform(x[:, layer])
+        ratios.append(pca.explained_variance_ratio_)
+        coords.append(np.pad(z[:, :2], ((0, 0), (0, max(0, 2 - z.shape[1])))))
+    return PcaSummary(explained_variance_ratio=np.array(ratios), coordinates=np.array(coords))
+
+
+def silhouette_by_layer(
+    x: np.ndarray, labels: np.ndarray, *, sample_size: int | None = None, seed: int = 0
+) -> np.ndarray:
+    """Silhouette coefficient of the classes per layer (Euclidean), in [-1, 1].
+
+    Parameters
+    ----------
+    x : (genome, layer, d_model)
+    labels : (genome,)
+    sample_size : score a seeded random subset of this many genomes (None = all)
+
+    Returns
+    -------
+    (layer,); NaN when there are fewer than 2 classes or no more genomes than classes
+    """
+    from sklearn.metrics import silhouette_score
+
+    x = _check(x, labels)
+    n_labels = len(np.unique(labels))
+    if not 2 <= n_labels < x.shape[0]:
+        return np.full(x.shape[1], np.nan)
+    return np.array([
+        silhouette_score(x[:, layer], labels, sample_size=sample_size, random_state=seed)
+        for layer in range(x.shape[1])
+    ])  # fmt: skip
+
+
+def _cv_scores(
+    x: np.ndarray,
+    labels: np.ndarray,
+    model,  # noqa: ANN001 (any scikit-learn classifier)
+    folds: int,
+    seed: int,
+    scoring: tuple[str, ...] = ("accuracy",),
+) -> dict[str, np.ndarray]:
+    """Scoring name -> (layer,) mean cross-validated score of ``model`` fitted per layer."""
+    from sklearn.model_selection import cross_validate
+
+    cv = _folds(labels, folds, seed)
+    runs = [
+        cross_validate(model, x[:, layer], labels, cv=cv, scoring=scoring)
+        for layer in range(x.shape[1])
+    ]
+    return {name: np.array([run[f"test_{name}"].mean() for run in runs]) for name in scoring}
+
+
+def knn_accuracy(
+    x: np.ndarray, labels: np.ndarray, *, n_neighbors: int = 5, folds: int = 5, seed: int = 0
+) -> np.ndarray:
+    """Cross-validated k-nearest-neighbour accuracy per layer (Euclidean, uniform weights).
+
+    Returns
+    -------
+    (layer,) mean accuracy over the folds
+    """
+    from sklearn.neighbors import KNeighborsClassifier
+
+    x = _check(x, labels)
+    knn = KNeighborsClassifier(n_neighbors=n_neighbors)
+    return _cv_scores(x, labels, knn, folds, seed)["accuracy"]
+
+
+def _probe(c: float, seed: int):  # -> sklearn Pipeline (lazy import)
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return make_pipeline(
+        StandardScaler(), LogisticRegression(C=c, max_iter=2000, random_state=seed)
+    )
+
+
+def probe_accuracy(
+    x: np.ndarray, labels: np.ndarray, *, c: float = 1.0, folds: int = 5, seed: int = 0
+) -> np.ndarray:
+    """Cross-validated linear-probe accuracy per layer.
+
+    The probe is a standardisation followed by multinomial logistic regression (L2, inverse
+    strength ``c``).
+
+    Returns
+    -------
+    (layer,) mean accuracy over the folds
+    """
+    x = _check(x, labels)
+    return _cv_scores(x, labels, _probe(c, seed), folds, seed)["accuracy"]
+
+
+@dataclass(frozen=True)
+class OneVsAll:
+    """One class against the rest, per layer (the research code's probe).
+
+    Attributes
+    ----------
+    classes : (class,) the class ids, sorted
+    accuracy : (layer, class) cross-validated accuracy
+    balanced_accuracy : (layer, class) mean of the two recalls (0.5 = chance)
+    """
+
+    classes: np.ndarray
+    accuracy: np.ndarray
+    balanced_accuracy: np.ndarray
+
+
+def one_vs_all_accuracy(
+    x: np.ndarray, labels: np.ndarray, *, c: float = 1.0, folds: int = 5, seed: int = 0
+) -> OneVsAll:
+    """Cross-validated linear probes of each class against the rest, per layer.
+
+    Returns
+    -------
+    OneVsAll
+    """
+    x = _check(x, labels)
+    classes = np.unique(labels)
+    acc, bal = [], []
+    scoring = ("accuracy", "balanced_accuracy")
+    for cls in classes:
+        target = (np.asarray(labels) == cls).astype(int)
+        scores = _cv_scores(x, target, _probe(c, seed), folds, seed, scoring)
+        acc.append(scores["accuracy"])
+        bal.append(scores["balanced_accuracy"])
+    return OneVsAll(classes=classes, accuracy=np.array(acc).T, balanced_accuracy=np.array(bal).T)
+
+
+def kmeans_ari(
+    x: np.ndarray, labels: np.ndarray, *, n_clusters: int | None = None, seed: int = 0
+) -> np.ndarray:
+    """Adjusted Rand index of k-means clusters (k = number of classes) against the classes.
+
+    Returns
+    -------
+    (layer,) in [-0.5, 1], 1 = clusters equal classes, ~0 = chance
+    """
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import adjusted_rand_score
+
+    x = _check(x, labels)
+    k = n_clusters or len(np.unique(labels))
+    out = []
+    for layer in range(x.shape[1]):
+        clusters = KMeans(k, n_init=10, random_state=seed).fit_predict(x[:, layer])
+        out.append(adjusted_rand_score(labels, clusters))
+    return np.array(out)
+
+
+def anisotropy(x: np.ndarray, *, n_pairs: int = 10_000, seed: int = 0) -> np.ndarray:
+    """Mean cosine similarity between random pairs of distinct genomes, per layer.
+
+    ``mean_{(i, j) random, i ≠ j} cos(x_i, x_j)``; 0 for isotropic vectors, 1 when all point
+    one way (Ethayarajh 2019). Zero vectors count as cosine 0.
+
+    Returns
+    -------
+    (layer,)
+    """
+    x = _check(x)
+    n = x.shape[0]
+    if n < 2:
+        return np.full(x.shape[1], np.nan)
+    rng = np.random.default_rng(seed)
+    i = rng.integers(0, n, n_pairs)
+    j = (i + rng.integers(1, n, n_pairs)) % n  # j != i
+    norm = np.linalg.norm(x, axis=-1, keepdims=True)
+    unit = np.divide(x, norm, out=np.zeros_like(x), where=norm > 0)
+    return np.einsum("pld,pld->pl", unit[i], unit[j]).mean(0)
+
+
+def normality_pvalues(x: np.ndarray, n_components: int = 2, seed: int = 0) -> np.ndarray | None:
+    """D'Agostino-Pearson K² normality test of the leading PCA coordinates, per layer.
+
+    Returns
+    -------
+    (layer, component) p-values (small = not normal); None when scipy is missing or there are
+    fewer than 20 genomes (the kurtosis test needs 20)
+    """
+    try:
+        from scipy.stats import normaltest
+    except ImportError:  # pragma: no cover - scipy ships with scikit-learn
+        return None
+    from sklearn.decomposition import PCA
+
+    x = _check(x)
+    if x.shape[0] < 20:
+        return None
+    k = min(n_components, x.shape[0], x.shape[2])
+    return np.array([
+        normaltest(PCA(n_components=k, random_state=seed).fit_transform(x[:, layer]), axis=0).pvalue
+        for layer in range(x.shape[1])
+    ])  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ValueHistogram:
+    """Fixed-edge histogram of values, streamed.
+
+    Attributes
+    ----------
+    edges : (bins + 1,) bin edges
+    counts : (bins,) values in [edges[b], edges[b+1]) (the last bin includes its right edge)
+    below, above : values outside the edges
+    """
+
+    edges: Tensor
+    counts: Tensor
+    below: Tensor
+    above: Tensor
+
+    def combine(self, other: ValueHistogram) -> ValueHistogram:
+        """Both batches together (edges must match)."""
+        if not torch.equal(self.edges.cpu(), other.edges.cpu()):
+            raise ValueError("cannot combine histograms with different edges")
+        dev = self.counts.device
+        return ValueHistogram(
+            edges=self.edges,
+            counts=self.counts + other.counts.to(dev),
+            below=self.below + other.below.to(dev),
+            above=self.above + other.above.to(dev),
+        )
+
+
+def summed_output_histogram(y: Tensor, mask: Tensor | None, edges: Tensor) -> ValueHistogram:
+    """Histogram of the token-summed layer output: the values of ``Σ_{pos real} y_pos``.
+
+    Parameters
+    ----------
+    y : (batch, pos, d_model) a layer output
+    mask : (batch, pos) bool, True = real token
+    edges : (bins + 1,) increasing bin edges
+
+    Returns
+    -------
+    ValueHistogram over the batch x d_model values
+    """
+    keep = check_mask(mask, y.shape[0], y.shape[1], y.device)
+    total = (y.double() * keep[..., None]).sum(1).flatten()  # (batch * d_model,)
+    edges = edges.to(device=y.device, dtype=torch.float64)
+    bins = edges.numel() - 1
+    idx = torch.bucketize(total, edges, right=True) - 1
+    idx = torch.where(total == edges[-1], bins - 1, idx)
+    inside = (idx >= 0) & (idx < bins)
+    counts = torch.zeros(bins, dtype=torch.int64, device=y.device)
+    counts = counts.index_add(0, idx[inside], torch.ones_like(idx[inside]))
+    return ValueHistogram(
+        edges=edges,
+        counts=counts,
+        below=(total < edges[0]).sum(),
+        above=(total > edges[-1]).sum(),
+    )

@@ -1,0 +1,115 @@
+"""Block structure of attention: the cluster-head score (science.md §4, bertgeom definition).
+
+bertgeom's operational definition (B). Tokens of a cluster read each other, so the attention
+A_c among the content tokens (real tokens other than [CLS]/[SEP]) is symmetrised by the geometric
+mean, R_ij = sqrt(A_ij A_ji) (reciprocal attention): one-way reading, as in contextual or
+directional heads, gives little reciprocal mass, while blocks and uniform reading keep theirs.
+The reciprocity ``r = Σ_ij R_ij / n_rows`` is in [0, 1] (Cauchy-Schwarz). Let S = R / Σ R, total
+mass 1. The null model
+is the banded (Toeplitz) matrix T with the same distance profile: every diagonal of T holds the
+mean of the same diagonal of S, so T keeps the bandwidth (how far tokens read) but has no
+blocks. A contiguous segmentation of the n content positions into blocks B_1..B_m is found by
+dynamic programming to maximise
+
+    gain = Σ_b [ S(B_b × B_b) - T(B_b × B_b) ]    (mass inside blocks above the banded null),
+
+and the score is ``r * gain / (1 - T(inside))`` in [0, 1]: 1 when all attention is reciprocal and
+sits in blocks, 0 for a banded or uniform matrix (a single block or n singletons always give
+gain 0, since T has the same total and the same diagonal as S).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def toeplitz_null(s: Tensor, pair: Tensor) -> Tensor:
+    """The banded null: each diagonal of ``s`` replaced by its mean over valid pairs.
+
+    ``T_ij = mean_{(a, b) valid, b - a = j - i} S_ab`` for valid (i, j), else 0.
+
+    Parameters
+    ----------
+    s : (batch, head, pos, pos)
+    pair : (batch, pos, pos) bool, the valid (content x content) pairs
+
+    Returns
+    -------
+    (batch, head, pos, pos)
+    """
+    b, h, p, _ = s.shape
+    idx = torch.arange(p, device=s.device)
+    diag = (idx[None, :] - idx[:, None] + p - 1).expand(b, p, p).reshape(b, p * p)
+    count = torch.zeros(b, 2 * p - 1, dtype=s.dtype, device=s.device)
+    count = count.scatter_add(1, diag, pair.reshape(b, p * p).to(s.dtype))  # (batch, 2p-1)
+    total = torch.zeros(b, h, 2 * p - 1, dtype=s.dtype, device=s.device)
+    total = total.scatter_add(2, diag[:, None].expand(b, h, p * p), s.reshape(b, h, p * p))
+    mean = total / count.clamp(min=1)[:, None]
+    return mean.gather(2, diag[:, None].expand(b, h, p * p)).view(b, h, p, p) * pair[:, None]
+
+
+def _prefix(m: Tensor) -> Tensor:
+    """2-D prefix sums P[a, b] = Σ_{i<a, j<b} m_ij, shape (..., pos+1, pos+1)."""
+    out = torch.nn.functional.pad(m, (1, 0, 1, 0))
+    return out.cumsum(-1).cumsum(-2)
+
+
+def best_blocks(d: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+    """Maximum of Σ_blocks d(block x block) over contiguous segmentations, by dynamic programming.
+
+    ``f[j] = max_{i<j} f[i] + d([i, j) x [i, j))``, f[0] = 0; also carries the mass of ``t``
+    inside the chosen blocks. O(pos²) work per matrix, ``pos`` vectorised steps.
+
+    Parameters
+    ----------
+    d : (..., pos, pos) the matrix whose in-block mass is maximised (S - T)
+    t : (..., pos, pos) a second matrix whose in-block mass is reported (T)
+
+    Returns
+    -------
+    gain : (...,) the maximal in-block mass of ``d``
+    inside : (...,) the in-block mass of ``t`` for the maximising segmentation
+    """
+    pd, pt = _prefix(d), _prefix(t)
+    p = d.shape[-1]
+    diag_d, diag_t = pd.diagonal(dim1=-2, dim2=-1), pt.diagonal(dim1=-2, dim2=-1)
+    f = torch.zeros((*d.shape[:-2], p + 1), dtype=d.dtype, device=d.device)
+    g = torch.zeros_like(f)
+    for j in range(1, p + 1):
+        block_d = diag_d[..., j, None] - pd[..., :j, j] - pd[..., j, :j] + diag_d[..., :j]
+        block_t = diag_t[..., j, None] - pt[..., :j, j] - pt[..., j, :j] + diag_t[..., :j]
+        best, arg = (f[..., :j] + block_d).max(-1)
+        f[..., j] = best
+        g[..., j] = (g[..., :j] + block_t).gather(-1, arg[..., None])[..., 0]
+    return f[..., p], g[..., p]
+
+
+def cluster_score(attn: Tensor, content: Tensor) -> Tensor:
+    """Cluster-head score: reciprocal in-block mass above the banded null, in [0, 1].
+
+    ``score = r * gain / (1 - T(inside))`` with r, S, T and gain as in the module docstring; 0
+    when the denominator vanishes or the head gives no reciprocal mass to content tokens.
+
+    Parameters
+    ----------
+    attn : (batch, head, pos, pos) attention (compacted or not; rows and keys outside
+        ``content`` are ignored)
+    content : (batch, pos) bool, the content positions (real, not [CLS]/[SEP])
+
+    Returns
+    -------
+    (batch, head) score in [0, 1]
+    """
+    pair = content[:, :, None] & content[:, None, :]  # (batch, pos, pos)
+    a = attn.clamp(min=0) * pair[:, None]
+    s = (a * a.transpose(-1, -2)).sqrt()  # reciprocal attention R
+    total = s.sum((-1, -2), keepdim=True)
+    rows = a.sum(-1).gt(0).sum(-1)  # (batch, head) content rows that read content keys
+    reciprocity = (total[..., 0, 0] / rows.clamp(min=1)).clamp(max=1.0)
+    s = s / torch.where(total > 0, total, 1.0)
+    t = toeplitz_null(s, pair)
+    gain, inside = best_blocks(s - t, t)
+    room = 1.0 - inside
+    score = torch.where(room > 1e-6, gain / room.clamp(min=1e-6), 0.0)
+    return score.clamp(0.0, 1.0) * reciprocity
