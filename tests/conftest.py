@@ -15,3 +15,39 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "genomes.fasta.gz").is_file():
         pytest.fail(f"real data missing: {SHARED_DATA} (CI must provide ../shared/data)")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def ci_prepared(shared_data, tmp_path_factory) -> Path:
+    """``prepare`` run once on the 48 CI genomes with their labels."""
+    from bertgeom.config import PrepareConfig
+    from bertgeom.pipeline import prepare
+
+    out = tmp_path_factory.mktemp("ci_prepared")
+    prepare.run(
+        [shared_data / "ci_genomes.fasta.gz"],
+        out,
+        PrepareConfig(jobs=1),
+        labels_path=shared_data / "labels.tsv",
+        progress=False,
+    )
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_model(ci_prepared, tmp_path_factory) -> Path:
+    """An untrained ``tiny`` classifier (seeded) with the CI vocabulary, saved as a model dir."""
+    from bertgeom.model.data import load_split, sequences_for
+    from bertgeom.model.presets import bert_config, build_classifier
+    from bertgeom.model.store import save_model_dir
+    from bertgeom.resources import CLASSES
+    from bertgeom.tokens.kmers import KmerSpec
+    from bertgeom.tokens.vocab import build_vocabulary
+
+    train = load_split(ci_prepared, "train")
+    vocab = build_vocabulary([sequences_for(train, "aligned")], KmerSpec(), 1)
+    labels = [c for c in CLASSES if (train.label == c).any()]
+    model = build_classifier(bert_config("tiny", vocab.size, vocab.n_positions(), labels), 0)
+    out = tmp_path_factory.mktemp("tiny_model")
+    save_model_dir(model, vocab, {"labels": labels, "preset": "tiny"}, out)
+    return out

@@ -188,6 +188,34 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_analyze(args: argparse.Namespace) -> int:
+    from bertgeom.config import AnalyzeConfig, resolve
+    from bertgeom.pipeline import analyze
+
+    config = resolve(
+        AnalyzeConfig,
+        _config_table(args.config, "analyze"),
+        {
+            "split": args.split,
+            "max_genomes": args.max_genomes,
+            "only": args.only,
+            "batch_size": args.batch_size,
+            "device": args.device,
+            "keep_maps": args.keep_maps,
+            "all_genomes": True if args.all_genomes else None,
+            "seed": args.seed,
+        },
+        source=args.config or "options",
+    )
+    s = analyze.run(args.model, args.prepared, args.out, config, progress=not args.quiet)
+    print(
+        f"analysed {s.n_genomes} genomes ({s.n_correct} correctly classified, "
+        f"{s.n_included} in the statistics) in {s.seconds:.1f} s "
+        f"({s.genomes_per_s:.1f} genomes/s) -> {args.out}"
+    )
+    return 0
+
+
 def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("prepared", metavar="PREPARED_DIR", help="output of `bertgeom prepare`")
     p.add_argument("--out", required=True, help="model directory to write")
@@ -310,6 +338,29 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--config", help="TOML file with a [prepare] table (QC thresholds)")
     pr.add_argument("--quiet", action="store_true")
     pr.set_defaults(func=_cmd_predict)
+
+    pa = sub.add_parser("analyze", help="the geometry of the encoder: attention, cones, gates")
+    pa.add_argument("model", metavar="MODEL_DIR")
+    pa.add_argument("prepared", metavar="PREPARED_DIR")
+    pa.add_argument("--out", required=True, help="output directory")
+    pa.add_argument("--split", help="train, val, test (default) or all")
+    pa.add_argument("--max-genomes", type=int, help="class-stratified sample size (0 = all)")
+    pa.add_argument(
+        "--only",
+        help="comma-separated families: cone, gates, domains, direction, spectra, embeddings, maps",
+    )
+    pa.add_argument(
+        "--all-genomes",
+        action="store_true",
+        help="statistics over all genomes, not only correctly classified ones",
+    )
+    pa.add_argument("--keep-maps", type=int, help="genomes per class whose full maps are kept")
+    pa.add_argument("--batch-size", type=int)
+    pa.add_argument("--device", help="auto (default), cpu or cuda")
+    pa.add_argument("--seed", type=int)
+    pa.add_argument("--config", help="TOML file with an [analyze] table")
+    pa.add_argument("--quiet", action="store_true")
+    pa.set_defaults(func=_cmd_analyze)
 
     pd = sub.add_parser("demo", help="the whole pipeline on the embedded simulated data")
     pd.add_argument("--out", required=True, help="run directory")

@@ -159,6 +159,73 @@ class TrainConfig:
         _check(0 < self.mask_prob < 1, "mask_prob", "must be in (0, 1)")
 
 
+@dataclass(frozen=True)
+class AnalyzeConfig:
+    """``bertgeom analyze``: which genomes, which measures, how.
+
+    Attributes
+    ----------
+    split
+        Split of the prepared data analysed (``test`` by default; ``all`` = every labelled
+        genome that passed QC).
+    max_genomes
+        Class-stratified, seeded sample of at most this many genomes (0 = all).
+    all_genomes
+        Statistics over all genomes; by default only correctly classified ones (the paper).
+    only
+        Comma-separated measure families (cone, gates, domains, direction, spectra, embeddings,
+        maps); empty = all.
+    batch_size, device
+        Genomes per forward pass; ``auto`` = CUDA when present (bf16 autocast there).
+    keep_maps
+        Genomes per class whose full attention maps (every layer and head) are saved.
+    spectra_genomes
+        Class-stratified genomes whose per-head spectra (SVDs) are computed.
+    drop_special
+        Leave [CLS] and [SEP] out of the token statistics.
+    window, alpha
+        Contextual-gate window (tokens) and the family-wise level of the domain z-tests.
+    seed
+        Seed of the sample and of the embedding analyses.
+    """
+
+    split: str = "test"
+    max_genomes: int = 0
+    all_genomes: bool = False
+    only: str = ""
+    batch_size: int = 16
+    device: str = "auto"
+    keep_maps: int = 1
+    spectra_genomes: int = 64
+    drop_special: bool = False
+    window: int = 3
+    alpha: float = 0.05
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        from bertgeom.geometry.accumulate import FAMILIES
+
+        _check(
+            self.split in ("train", "val", "test", "all"),
+            "split",
+            "must be train, val, test or all",
+        )
+        _check(self.max_genomes >= 0, "max_genomes", "must be >= 0")
+        _check(self.batch_size >= 1, "batch_size", "must be >= 1")
+        bad = [f for f in self.families if f not in FAMILIES]
+        _check(not bad, "only", f"has unknown families {bad} (valid: {', '.join(FAMILIES)})")
+        _check(0 < self.alpha < 1, "alpha", "must be in (0, 1)")
+        _check(self.window >= 1, "window", "must be >= 1")
+
+    @property
+    def families(self) -> tuple[str, ...]:
+        """The measure families to compute."""
+        from bertgeom.geometry.accumulate import FAMILIES
+
+        chosen = tuple(f.strip() for f in self.only.split(",") if f.strip())
+        return chosen or FAMILIES
+
+
 def _check(ok: bool, key: str, why: str) -> None:
     if not ok:
         raise ConfigError(f"config: {key} {why}")

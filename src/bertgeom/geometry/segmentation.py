@@ -73,12 +73,17 @@ def best_blocks(d: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
     """
     pd, pt = _prefix(d), _prefix(t)
     p = d.shape[-1]
-    diag_d, diag_t = pd.diagonal(dim1=-2, dim2=-1), pt.diagonal(dim1=-2, dim2=-1)
+    diag_d = pd.diagonal(dim1=-2, dim2=-1).contiguous()
+    diag_t = pt.diagonal(dim1=-2, dim2=-1).contiguous()
+    # row j of (P + Pᵀ) holds P[:, j] + P[j, :], contiguous: one read per step instead of a
+    # strided column gather
+    sym_d = (pd + pd.transpose(-1, -2)).contiguous()
+    sym_t = (pt + pt.transpose(-1, -2)).contiguous()
     f = torch.zeros((*d.shape[:-2], p + 1), dtype=d.dtype, device=d.device)
     g = torch.zeros_like(f)
     for j in range(1, p + 1):
-        block_d = diag_d[..., j, None] - pd[..., :j, j] - pd[..., j, :j] + diag_d[..., :j]
-        block_t = diag_t[..., j, None] - pt[..., :j, j] - pt[..., j, :j] + diag_t[..., :j]
+        block_d = diag_d[..., j, None] - sym_d[..., j, :j] + diag_d[..., :j]
+        block_t = diag_t[..., j, None] - sym_t[..., j, :j] + diag_t[..., :j]
         best, arg = (f[..., :j] + block_d).max(-1)
         f[..., j] = best
         g[..., j] = (g[..., :j] + block_t).gather(-1, arg[..., None])[..., 0]

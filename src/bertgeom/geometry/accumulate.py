@@ -1,0 +1,267 @@
+"""Streaming accumulation of every measure over batches of genomes (science.md §3-6).
+
+One :class:`GeometryAccumulator` is fed by :class:`~bertgeom.geometry.capture.Capture`: for
+each batch, ``begin_batch(mask, labels)``, then ``on_layer`` per layer (called by the hooks
+during the forward pass), then ``end_batch(buckets)`` once the model's predictions are known.
+Class-level sums are first kept per genome of the batch and regrouped at ``end_batch`` into
+*buckets*: ``class`` for correctly classified genomes, ``n_classes + class`` for the others, so
+that statistics over correctly classified genomes (the paper's choice) and over all genomes both
+come out of one pass. Everything is reduced on the model's device; only small per-genome values
+(cone indices, asymmetries, entropies: layers x heads floats), the [CLS] and mean-pooled vectors
+(layers x d_model) and the class-summed attention maps are kept. Spectra (SVDs) are computed for
+a class-stratified subset of ``spectra_genomes`` genomes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from bertgeom.geometry.capture import LayerTensors, encoder_layers
+from bertgeom.geometry.cone import cone_index
+from bertgeom.geometry.direction import attention_asymmetry, score_directionality
+from bertgeom.geometry.domains import DomainStats, TokenDomains, domain_stats
+from bertgeom.geometry.embeddings import ValueHistogram, summed_output_histogram
+from bertgeom.geometry.gates import GateOptions, GateStats, gate_stats
+from bertgeom.geometry.spectra import row_entropy, spectrum
+
+#: Stream points whose token rows get a per-genome cone index (Z and A per head).
+CONE_POINTS = ("X", "C", "O", "U", "F", "Y")
+#: What the spectra cover: per-head A and Z, whole-layer C and Y.
+SPECTRA_POINTS = ("A", "Z", "C", "Y")
+FAMILIES = ("cone", "gates", "domains", "direction", "spectra", "embeddings", "maps")
+
+
+@dataclass(frozen=True)
+class AccumulatorOptions:
+    """What to compute (``families``) and how."""
+
+    families: tuple[str, ...] = FAMILIES
+    gate_options: GateOptions = field(default_factory=GateOptions)
+    drop_special: bool = False
+    spectra_genomes: int = 64
+    svd_driver: str | None = None
+    histogram_bins: int = 60
+
+
+@dataclass
+class _Batch:
+    mask: Tensor
+    labels: Tensor
+    spectra_rows: Tensor  # (batch,) bool, genomes of the spectra subset
+    per_genome: dict[str, list[Tensor]]  # name -> per layer (batch, ...)
+    stats: dict[str, list[Any]]  # gates / domains -> per layer, classes = batch genomes
+    maps: list[Tensor]  # per layer (batch, head, q, k)
+    spectra: dict[str, list[Tensor]]
+    kept: Tensor  # (batch,) bool, genomes whose full maps are kept
+    kept_maps: list[Tensor]  # per layer (kept, head, q, k)
+
+
+def regroup(stats: Any, index: Tensor, n: int) -> Any:
+    """Sum the leading (class) dimension of every tensor field of ``stats`` into ``n`` groups."""
+    out = {}
+    for f in fields(stats):
+        v = getattr(stats, f.name)
+        if isinstance(v, Tensor):
+            z = torch.zeros((n, *v.shape[1:]), dtype=v.dtype, device=v.device)
+            v = z.index_add(0, index.to(v.device), v)
+        out[f.name] = v
+    return replace(stats, **out)
+
+
+class GeometryAccumulator:
+    """Accumulates the geometry measures of a model over batches (see the module docstring)."""
+
+    def __init__(
+        self,
+        model: Any,
+        n_classes: int,
+        domains: TokenDomains,
+        options: AccumulatorOptions | None = None,
+    ) -> None:
+        self.options = options or AccumulatorOptions()
+        self.layers = encoder_layers(model)
+        self.n_layers = len(self.layers)
+        self.n_heads = self.layers[0].attention.self.num_attention_heads
+        self.n_classes = n_classes
+        self.n_buckets = 2 * n_classes
+        self.domains = domains
+        self.gates: list[GateStats | None] = [None] * self.n_layers
+        self.domain_stats: list[DomainStats | None] = [None] * self.n_layers
+        self.map_sum: Tensor | None = None  # (layer, head, bucket, q, k)
+        self.map_count = torch.zeros(self.n_buckets, dtype=torch.float64)
+        self.histograms: list[ValueHistogram | None] = [None] * self.n_layers
+        self.per_genome: dict[str, list[np.ndarray]] = {}
+        self.spectra: dict[str, list[np.ndarray]] = {}
+        self.spectra_labels: list[np.ndarray] = []
+        self.spectra_taken = np.zeros(n_classes, dtype=np.int64)
+        self.kept_maps: list[np.ndarray] = []  # (layer, head, q, k) float16 per kept genome
+        self._batch: _Batch | None = None
+
+    def wants(self, family: str) -> bool:
+        """Whether ``family`` is computed."""
+        return family in self.options.families
+
+    # ------------------------------------------------------------------ batch protocol
+    def begin_batch(self, mask: Tensor, labels: Tensor, keep_maps: Tensor | None = None) -> None:
+        """Start a batch: ``mask`` (batch, pos) bool, ``labels`` (batch,) true class ids,
+        ``keep_maps`` (batch,) bool: genomes whose full attention maps are kept."""
+        quota = -(-self.options.spectra_genomes // max(self.n_classes, 1))
+        keep = torch.zeros(len(labels), dtype=torch.bool) if keep_maps is None else keep_maps
+        keep = keep.to(mask.device)
+        take = np.zeros(len(labels), dtype=bool)
+        if self.wants("spectra"):
+            for i, c in enumerate(labels.tolist()):
+                if self.spectra_taken[c] < quota:
+                    self.spectra_taken[c] += 1
+                    take[i] = True
+        self._batch = _Batch(
+            mask=mask.bool(),
+            labels=labels,
+            spectra_rows=torch.from_numpy(take),
+            per_genome={},
+            stats={"gates": [], "domains": []},
+            maps=[],
+            spectra={},
+            kept=keep,
+            kept_maps=[],
+        )
+
+    def on_layer(self, layer: int, t: LayerTensors) -> None:
+        """Hook callback: reduce one layer of the current batch."""
+        b = self._batch
+        assert b is not None, "on_layer called outside begin_batch/end_batch"
+        self._cone(b, t)
+        if t.A is not None:
+            self._attention(b, layer, t)
+        if self.wants("spectra") and bool(b.spectra_rows.any()):
+            self._spectra(b, t)
+        if self.wants("embeddings"):
+            self._vectors(b, layer, t)
+
+    def end_batch(self, buckets: Tensor) -> None:
+        """Finish a batch: ``buckets`` (batch,) = class, or n_classes + class if misclassified."""
+        b = self._batch
+        assert b is not None
+        dev_buckets = buckets.to(b.mask.device)
+        for name, per_layer in b.per_genome.items():
+            self.per_genome.setdefault(name, []).append(
+                torch.stack(per_layer, 1).float().cpu().numpy()
+            )
+        for i, s in enumerate(b.stats["gates"]):
+            g = regroup(s, dev_buckets, self.n_buckets)
+            self.gates[i] = g if self.gates[i] is None else self.gates[i].combine(g)
+        for i, s in enumerate(b.stats["domains"]):
+            d = regroup(s, dev_buckets, self.n_buckets)
+            self.domain_stats[i] = (
+                d if self.domain_stats[i] is None else self.domain_stats[i].combine(d)
+            )
+        if b.maps:
+            self._add_maps(b, dev_buckets)
+        for name, per_layer in b.spectra.items():
+            self.spectra.setdefault(name, []).append(torch.stack(per_layer, 1).cpu().numpy())
+        if b.spectra:
+            self.spectra_labels.append(b.labels[b.spectra_rows].cpu().numpy())
+        if b.kept_maps:
+            maps = torch.stack(b.kept_maps, 1).numpy()  # (kept, layer, head, q, k)
+            self.kept_maps.extend(maps[i] for i in range(len(maps)))
+        self._batch = None
+
+    # ------------------------------------------------------------------ per family
+    def _keep(self, b: _Batch, name: str, value: Tensor) -> None:
+        b.per_genome.setdefault(name, []).append(value.detach())
+
+    def _cone(self, b: _Batch, t: LayerTensors) -> None:
+        if not self.wants("cone"):
+            return
+        ds = self.options.drop_special
+        points = [
+            cone_index(getattr(t, p), b.mask, drop_special=ds).normalised for p in CONE_POINTS
+        ]
+        self._keep(b, "cone", torch.stack(points, 1))  # (batch, point)
+        self._keep(b, "cone_Z", cone_index(t.Z, b.mask, drop_special=ds).normalised)
+        if t.A is not None:
+            self._keep(b, "cone_A", cone_index(t.A, b.mask, drop_special=ds).normalised)
+
+    def _attention(self, b: _Batch, layer: int, t: LayerTensors) -> None:
+        n = t.A.shape[0]
+        own = torch.arange(n, device=t.A.device)
+        ds = self.options.drop_special
+        if self.wants("gates"):
+            b.stats["gates"].append(gate_stats(t.A, b.mask, own, n, self.options.gate_options))
+            self._keep(b, "row_entropy", row_entropy(t.A, b.mask, drop_special=ds).normalised)
+        if self.wants("domains"):
+            b.stats["domains"].append(domain_stats(t.A, b.mask, self.domains, own, n))
+        if self.wants("direction"):
+            self._keep(b, "attention_asymmetry", attention_asymmetry(t.A, b.mask, drop_special=ds))
+            q, k = self._queries_keys(layer, t.X)
+            self._keep(b, "score_antisymmetry", score_directionality(q, k, b.mask, drop_special=ds))
+        if self.wants("maps"):
+            b.maps.append(t.A.detach().float())
+        if bool(b.kept.any()):
+            b.kept_maps.append(t.A[b.kept].detach().half().cpu())
+
+    def _queries_keys(self, layer: int, x: Tensor) -> tuple[Tensor, Tensor]:
+        sa = self.layers[layer].attention.self
+        shape = (*x.shape[:2], sa.num_attention_heads, sa.attention_head_size)
+        q = sa.query(x).view(shape).transpose(1, 2)
+        k = sa.key(x).view(shape).transpose(1, 2)
+        return q, k
+
+    def _spectra(self, b: _Batch, t: LayerTensors) -> None:
+        rows = b.spectra_rows.to(b.mask.device)
+        mask = b.mask[rows]
+        drv, ds = self.options.svd_driver, self.options.drop_special
+        parts = {
+            "A": spectrum(t.A[rows], mask, square=True, drop_special=ds, driver=drv)
+            if t.A is not None
+            else None,
+            "Z": spectrum(t.Z[rows], mask, drop_special=ds, driver=drv),
+            "C": spectrum(t.C[rows].unsqueeze(1), mask, drop_special=ds, driver=drv),
+            "Y": spectrum(t.Y[rows].unsqueeze(1), mask, drop_special=ds, driver=drv),
+        }
+        for point, s in parts.items():
+            if s is None:
+                continue
+            values = torch.stack(
+                [s.effective_rank, s.stable_rank, s.numerical_rank.double(), s.gram_entropy], -1
+            )  # (sub, head, 4)
+            b.spectra.setdefault(point, []).append(values.double())
+
+    def _vectors(self, b: _Batch, layer: int, t: LayerTensors) -> None:
+        m = b.mask[..., None].to(t.Y.dtype)
+        if layer == 0:
+            self._keep(b, "cls_0", t.X[:, 0])
+            self._keep(b, "mean_0", (t.X * m).sum(1) / m.sum(1))
+        self._keep(b, "cls", t.Y[:, 0])
+        self._keep(b, "mean", (t.Y * m).sum(1) / m.sum(1))
+        h = self.histograms[layer]
+        edges = h.edges if h is not None else self._edges(t.Y, b.mask)
+        new = summed_output_histogram(t.Y, b.mask, edges)
+        self.histograms[layer] = new if h is None else h.combine(new)
+
+    def _edges(self, y: Tensor, mask: Tensor) -> Tensor:
+        total = (y.double() * mask[..., None]).sum(1)
+        span = 1.5 * float(total.abs().max().clamp(min=1e-6))
+        return torch.linspace(-span, span, self.options.histogram_bins + 1, dtype=torch.float64)
+
+    def _add_maps(self, b: _Batch, buckets: Tensor) -> None:
+        a = torch.stack(b.maps)  # (layer, batch, head, q, k)
+        p = a.shape[-1]
+        if self.map_sum is None:
+            self.map_sum = torch.zeros(
+                (self.n_layers, self.n_heads, self.n_buckets, p, p),
+                dtype=torch.float32,
+                device=a.device,
+            )
+        if p > self.map_sum.shape[-1]:
+            grow = p - self.map_sum.shape[-1]
+            self.map_sum = torch.nn.functional.pad(self.map_sum, (0, grow, 0, grow))
+        q = self.map_sum.shape[-1]
+        a = torch.nn.functional.pad(a, (0, q - p, 0, q - p)).transpose(1, 2)  # (l, h, b, q, k)
+        self.map_sum.index_add_(2, buckets, a)
+        self.map_count += torch.bincount(buckets.cpu(), minlength=self.n_buckets).double()

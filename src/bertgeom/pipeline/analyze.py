@@ -1,0 +1,294 @@
+"""``bertgeom analyze``: the geometry of a trained encoder, streamed over a split of genomes.
+
+Reads a model directory (ours, or any HF BERT-family sequence classifier with our tokenizer
+files) and a prepared dataset; runs the model once per batch with hooks (eager attention, bf16
+autocast on GPU) and feeds every stream point to the accumulators; writes tidy tables (Parquet
+and TSV), the class-mean attention maps (``maps.npz``), figures and ``manifest.json``. Output
+files are listed in docs/formats.md.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from bertgeom.config import AnalyzeConfig
+from bertgeom.errors import ArtifactError
+from bertgeom.io.files import atomic_path, save_figure, write_json
+from bertgeom.io.manifest import describe_inputs, write_manifest
+from bertgeom.model.data import collate, encode_labels, load_split, sequences_for
+from bertgeom.model.infer import resolve_device
+from bertgeom.model.store import WEIGHTS, ModelBundle, load_model_dir
+
+
+@dataclass(frozen=True)
+class AnalyzeSummary:
+    """What ``analyze`` did."""
+
+    n_genomes: int
+    n_correct: int
+    n_included: int
+    seconds: float
+    genomes_per_s: float
+    outputs: tuple[str, ...]
+
+
+def select_genomes(df: pd.DataFrame, max_genomes: int, seed: int) -> pd.DataFrame:
+    """A class-stratified seeded sample of at most ``max_genomes`` rows (all when 0), in a
+    seeded shuffled order, so "the first N" never means one class."""
+    rng = np.random.default_rng(seed)
+    if max_genomes and len(df) > max_genomes:
+        share = max_genomes / len(df)
+        picks = [
+            g.sample(n=max(1, round(len(g) * share)), random_state=seed)
+            for _, g in df.groupby("label", sort=True)
+        ]
+        df = pd.concat(picks)
+    return df.iloc[rng.permutation(len(df))].reset_index(drop=True)
+
+
+def run(
+    model_dir: str | os.PathLike,
+    prepared_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    config: AnalyzeConfig,
+    progress: bool = True,
+) -> AnalyzeSummary:
+    """Analyse ``model_dir`` on ``config.split`` of ``prepared_dir`` into ``out_dir``."""
+    from bertgeom.geometry.accumulate import AccumulatorOptions, GeometryAccumulator
+    from bertgeom.geometry.domains import token_domains
+    from bertgeom.geometry.gates import GateOptions
+
+    dev = resolve_device(config.device)
+    bundle = load_model_dir(model_dir, device=dev, attn_implementation="eager")
+    df = _load(prepared_dir, config)
+    ids = bundle.vocab.encode(sequences_for(df, bundle.vocab.spec.mode))
+    y = encode_labels(df.label, bundle.labels)
+    n_tokens = ids.shape[1] - 2
+    acc = GeometryAccumulator(
+        bundle.model,
+        len(bundle.labels),
+        token_domains(n_tokens, bundle.vocab.spec),
+        AccumulatorOptions(
+            families=config.families,
+            drop_special=config.drop_special,
+            spectra_genomes=config.spectra_genomes,
+            gate_options=GateOptions(window=config.window),
+            svd_driver="gesvda" if dev.startswith("cuda") else None,
+        ),
+    )
+    keep_maps = _kept(y, config.keep_maps, len(bundle.labels))
+    t0 = time.perf_counter()
+    pred = _stream(bundle, acc, ids, y, keep_maps, config.batch_size, dev, progress)
+    seconds = time.perf_counter() - t0
+    correct = pred == y
+    included = np.ones(len(y), bool) if config.all_genomes else correct
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = _write_outputs(out, acc, bundle, df, y, pred, included, keep_maps, config)
+    write_manifest(
+        out,
+        "analyze",
+        describe_inputs([Path(prepared_dir) / "spikes.parquet", Path(model_dir) / WEIGHTS]),
+        config,
+        written,
+        summary={
+            "n_genomes": len(y),
+            "n_correct": int(correct.sum()),
+            "seconds": seconds,
+            "device": dev,
+        },
+    )
+    return AnalyzeSummary(
+        len(y),
+        int(correct.sum()),
+        int(included.sum()),
+        seconds,
+        len(y) / max(seconds, 1e-9),
+        tuple(written),
+    )
+
+
+def _load(prepared_dir: str | os.PathLike, config: AnalyzeConfig) -> pd.DataFrame:
+    if config.split == "all":
+        df = pd.concat([load_split(prepared_dir, s) for s in ("train", "val", "test")])
+    else:
+        df = load_split(prepared_dir, config.split)
+    if df.empty:
+        raise ArtifactError(f"{prepared_dir}: no labelled genomes in split {config.split}")
+    return select_genomes(df, config.max_genomes, config.seed)
+
+
+def _kept(y: np.ndarray, per_class: int, n_classes: int) -> np.ndarray:
+    """The first ``per_class`` genomes of each class (in the shuffled order)."""
+    keep = np.zeros(len(y), bool)
+    for c in range(n_classes):
+        keep[np.flatnonzero(y == c)[:per_class]] = True
+    return keep
+
+
+def _stream(
+    bundle: ModelBundle,
+    acc: Any,
+    ids: np.ndarray,
+    y: np.ndarray,
+    keep_maps: np.ndarray,
+    batch_size: int,
+    device: str,
+    progress: bool,
+) -> np.ndarray:
+    import torch
+    from tqdm import tqdm
+
+    from bertgeom.geometry.capture import Capture
+
+    preds = []
+    model = bundle.model.eval()
+    use_bf16 = device.startswith("cuda")
+    bar = tqdm(
+        total=len(ids),
+        unit="genome",
+        desc="analyze",
+        disable=not progress,
+        file=sys.stderr,
+        dynamic_ncols=True,
+    )
+    with bar, Capture(model, acc.on_layer), torch.inference_mode():
+        for a in range(0, len(ids), batch_size):
+            batch = {k: v.to(device) for k, v in collate(ids[a : a + batch_size]).items()}
+            labels = torch.as_tensor(y[a : a + batch_size], device=device)
+            acc.begin_batch(
+                batch["attention_mask"].bool(),
+                labels,
+                torch.as_tensor(keep_maps[a : a + batch_size]),
+            )
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16):
+                logits = model(**batch).logits
+            pred = logits.argmax(-1)
+            acc.end_batch(torch.where(pred == labels, labels, labels + acc.n_classes))
+            preds.append(pred.cpu().numpy())
+            bar.update(len(labels))
+    return np.concatenate(preds) if preds else np.zeros(0, int)
+
+
+def _write_table(out: Path, name: str, table: pd.DataFrame, tsv: bool = True) -> list[str]:
+    if table is None or table.empty:
+        return []
+    with atomic_path(out / f"{name}.parquet") as tmp:
+        table.to_parquet(tmp, index=False)
+    names = [f"{name}.parquet"]
+    if tsv:
+        with atomic_path(out / f"{name}.tsv") as tmp:
+            table.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
+        names.append(f"{name}.tsv")
+    return names
+
+
+def _write_outputs(
+    out: Path,
+    acc: Any,
+    bundle: ModelBundle,
+    df: pd.DataFrame,
+    y: np.ndarray,
+    pred: np.ndarray,
+    included: np.ndarray,
+    keep_maps: np.ndarray,
+    config: AnalyzeConfig,
+) -> list[str]:
+    from bertgeom.geometry import tables
+
+    names, ids = bundle.labels, df.id.to_numpy()
+    classes = np.asarray(names)[y]
+    written: list[str] = []
+    t: dict[str, pd.DataFrame] = {"genomes": pd.DataFrame({
+        "seq_id": ids, "class": classes, "predicted": np.asarray(names)[pred],
+        "correct": pred == y, "included": included, "mutations": df.mutations.to_numpy(),
+    })}  # fmt: skip
+    if acc.wants("cone"):
+        cone, t["cone_summary"] = tables.cone_table(acc, ids, classes, included)
+        written += _write_table(out, "cone", cone, tsv=False)
+    if acc.wants("embeddings"):
+        t["cls_cone"] = tables.cls_cone_table(acc, y, included, names)
+        t["embeddings"], t["embedding_maps"], t["one_vs_all"] = tables.embedding_tables(
+            acc, ids, y, included, names, seed=config.seed
+        )
+    if acc.wants("gates"):
+        t["gates"] = tables.gates_table(acc, names, config.all_genomes)
+        t["row_entropy"] = tables.row_entropy_table(acc, y, included, names)
+    if acc.wants("direction"):
+        t["direction"] = tables.direction_table(acc, included)
+    if acc.wants("spectra"):
+        t["spectra"] = tables.spectra_table(acc, names)
+    if acc.wants("domains"):
+        t["domains"] = tables.domains_table(acc, names, config.all_genomes, config.alpha)
+    if "cone_summary" in t:
+        t["flow"] = tables.flow_table(t["cone_summary"], t.get("spectra", pd.DataFrame()))
+    for name, table in t.items():
+        written += _write_table(out, name, table)
+    written += _write_maps(out, acc, ids, classes, keep_maps, names, config.all_genomes)
+    written += _write_figures(out, t, acc, bundle, names, config)
+    return written
+
+
+def _write_maps(
+    out: Path,
+    acc: Any,
+    ids: np.ndarray,
+    classes: np.ndarray,
+    keep_maps: np.ndarray,
+    names: tuple[str, ...],
+    all_genomes: bool,
+) -> list[str]:
+    from bertgeom.geometry import tables
+
+    mean = tables.class_mean_maps(acc, all_genomes)
+    if mean is None and not acc.kept_maps:
+        return []
+    arrays: dict[str, Any] = {"classes": np.asarray(names)}
+    if mean is not None:
+        arrays["class_mean"] = mean.astype(np.float16)  # (layer, head, class, q, k)
+    if acc.kept_maps:
+        width = max(m.shape[-1] for m in acc.kept_maps)
+        pad = [
+            np.pad(m, ((0, 0), (0, 0), (0, width - m.shape[-2]), (0, width - m.shape[-1])))
+            for m in acc.kept_maps
+        ]
+        arrays["genome_maps"] = np.stack(pad)  # (genome, layer, head, q, k)
+        arrays["genome_ids"] = ids[keep_maps]
+        arrays["genome_classes"] = classes[keep_maps]
+    with atomic_path(out / "maps.npz") as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **arrays)  # float16 attention barely compresses; zlib cost 10x the time
+    write_json(
+        out / "maps.json",
+        {
+            "class_mean": "(layer, head, class, q_pos, k_pos) float16",
+            "genome_maps": "(genome, layer, head, q_pos, k_pos) float16",
+        },
+    )
+    return ["maps.npz", "maps.json"]
+
+
+def _write_figures(
+    out: Path,
+    t: dict[str, pd.DataFrame],
+    acc: Any,
+    bundle: ModelBundle,
+    names: tuple[str, ...],
+    config: AnalyzeConfig,
+) -> list[str]:
+    from bertgeom.pipeline.analyze_figures import close_figure, figures
+
+    written = []
+    (out / "figures").mkdir(exist_ok=True)
+    for name, fig in figures(t, acc, bundle, names, config):
+        save_figure(fig, out / "figures" / f"{name}.png")
+        close_figure(fig)
+        written.append(f"figures/{name}.png")
+    return written

@@ -1,0 +1,96 @@
+"""``analyze`` end to end on a tiny model: files, table invariants, batch-size independence."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bertgeom.config import AnalyzeConfig
+from bertgeom.errors import ConfigError
+from bertgeom.geometry.gates import GATES
+from bertgeom.pipeline import analyze
+
+FAST = "cone,gates,domains,direction"
+
+
+@pytest.fixture(scope="module")
+def full_run(tiny_model, ci_prepared, tmp_path_factory):
+    out = tmp_path_factory.mktemp("analyze")
+    cfg = AnalyzeConfig(
+        split="all", all_genomes=True, max_genomes=24, spectra_genomes=8, batch_size=8, keep_maps=1
+    )
+    return analyze.run(tiny_model, ci_prepared, out, cfg, progress=False), out
+
+
+def test_every_family_writes_its_tables_and_figures(full_run):
+    summary, out = full_run
+    assert summary.n_genomes >= 8
+    for name in (
+        "cone.parquet",
+        "cone_summary.tsv",
+        "cls_cone.tsv",
+        "gates.tsv",
+        "direction.tsv",
+        "spectra.tsv",
+        "domains.tsv",
+        "embeddings.tsv",
+        "one_vs_all.tsv",
+        "flow.tsv",
+        "genomes.tsv",
+        "maps.npz",
+        "manifest.json",
+    ):
+        assert (out / name).is_file(), name
+    figures = {p.name for p in (out / "figures").iterdir()}
+    assert {"gate_grid.png", "cone_curves.png", "directionality.png", "spectra.png"} <= figures
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["stage"] == "analyze" and manifest["config"]["max_genomes"] == 12
+
+
+def test_table_invariants(full_run):
+    _, out = full_run
+    gates = pd.read_csv(out / "gates.tsv", sep="\t")
+    assert set(gates.label) <= {*GATES, "mixed", "empty"}
+    scores = gates[list(GATES)].to_numpy()
+    assert np.nanmin(scores) >= 0 and np.nanmax(scores) <= 1
+    cone = pd.read_parquet(out / "cone.parquet")
+    assert cone.cone.between(0, 1 + 1e-6).all()
+    domains = pd.read_csv(out / "domains.tsv", sep="\t")
+    assert domains.attention_share.between(0, 1 + 1e-6).all()
+    direction = pd.read_csv(out / "direction.tsv", sep="\t")
+    assert direction["index"].between(0, 1).all()
+    with np.load(out / "maps.npz") as z:
+        mean = z["class_mean"].astype(np.float64)  # (layer, head, class, q, k)
+        rows = mean.sum(-1)
+        present = rows.sum(-1) > 0  # classes with genomes, real query rows
+        assert np.allclose(rows[..., 0][present], 1.0, atol=1e-2)  # [CLS] row sums to 1
+        assert z["genome_maps"].shape[1:3] == mean.shape[:2]
+
+
+def test_one_batch_equals_many(tiny_model, ci_prepared, tmp_path):
+    tables = []
+    for bs in (16, 5):
+        out = tmp_path / f"bs{bs}"
+        cfg = AnalyzeConfig(split="all", all_genomes=True, max_genomes=16, only=FAST, batch_size=bs)
+        analyze.run(tiny_model, ci_prepared, out, cfg, progress=False)
+        tables.append(
+            {
+                n: pd.read_csv(out / f"{n}.tsv", sep="\t")
+                for n in ("gates", "domains", "cone_summary", "direction")
+            }
+        )
+    for name in tables[0]:
+        a, b = tables[0][name], tables[1][name]
+        num = a.select_dtypes("number").columns
+        assert a.drop(columns=num).equals(b.drop(columns=num)), name
+        assert np.allclose(
+            a[num].to_numpy(float), b[num].to_numpy(float), atol=1e-5, equal_nan=True
+        ), name
+
+
+def test_unknown_family_is_a_config_error():
+    with pytest.raises(ConfigError, match="unknown families"):
+        AnalyzeConfig(only="cone,gatez")
