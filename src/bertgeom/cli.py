@@ -239,26 +239,25 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def _cmd_run(args: argparse.Namespace) -> int:
+    from bertgeom.pipeline import run
+
+    out = run.run(args.config, progress=not args.quiet, force=args.force)
+    print(
+        f"run finished: {out}"
+        + (f" (report: {out / 'report.html'})" if (out / "report.html").is_file() else "")
+    )
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from pathlib import Path
+    from importlib import resources
 
-    from bertgeom.config import PrepareConfig, SimulateConfig
-    from bertgeom.pipeline import prepare, simulate
+    from bertgeom.pipeline import run
 
-    run_dir = Path(args.out)
-    data_dir, prepared_dir = run_dir / "data", run_dir / "prepared"
-    simulate.run(
-        data_dir, SimulateConfig(per_class=args.per_class, seed=args.seed), progress=not args.quiet
-    )
-    summary = prepare.run(
-        [data_dir / simulate.GENOMES_FILE],
-        prepared_dir,
-        PrepareConfig(jobs=args.jobs, seed=args.seed),
-        labels_path=data_dir / simulate.LABELS_FILE,
-        progress=not args.quiet,
-    )
-    _print_prepare(summary, str(prepared_dir))
-    print(f"demo finished: {run_dir}")
+    with resources.as_file(resources.files("bertgeom.resources") / "demo.toml") as cfg:
+        out = run.run(cfg, run_dir=args.out, progress=not args.quiet, force=args.force)
+    print(f"demo finished: {out / 'report.html'}")
     return 0
 
 
@@ -362,11 +361,23 @@ def build_parser() -> argparse.ArgumentParser:
     pa.add_argument("--quiet", action="store_true")
     pa.set_defaults(func=_cmd_analyze)
 
-    pd = sub.add_parser("demo", help="the whole pipeline on the embedded simulated data")
+    pr2 = sub.add_parser(
+        "run",
+        help="chain stages from one TOML config, skipping up-to-date "
+        "ones and resuming interrupted training",
+    )
+    pr2.add_argument("--config", required=True, help="pipeline TOML ([run] + stage tables)")
+    pr2.add_argument("--force", action="store_true", help="run every stage even if up to date")
+    pr2.add_argument("--quiet", action="store_true")
+    pr2.set_defaults(func=_cmd_run)
+
+    pd = sub.add_parser(
+        "demo",
+        help="the whole pipeline on the embedded simulated data "
+        "(simulate, prepare, train, evaluate, analyze, report)",
+    )
     pd.add_argument("--out", required=True, help="run directory")
-    pd.add_argument("--per-class", type=int, default=60, help="genomes per class (60)")
-    pd.add_argument("--seed", type=int, default=42, help="seed (42)")
-    pd.add_argument("--jobs", type=int, default=2, help="worker processes (2)")
+    pd.add_argument("--force", action="store_true", help="run every stage even if up to date")
     pd.add_argument("--quiet", action="store_true", help="no progress bars")
     pd.set_defaults(func=_cmd_demo)
     return p
