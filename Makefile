@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 RUN_DIR ?= runs/demo
 
-.PHONY: venv demo test lint format bench real clean
+.PHONY: venv demo test lint format bench real clean chromium
 
 venv: $(STAMP)
 
@@ -20,7 +20,11 @@ $(STAMP): pyproject.toml
 demo: venv
 	$(BIN)/bertgeom demo --out $(RUN_DIR)
 
-test: venv
+# the browser test renders the report in headless Chromium (Debian's package)
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
+
+test: venv chromium
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest -q
 

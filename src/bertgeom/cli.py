@@ -239,6 +239,14 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from bertgeom.pipeline import report
+
+    out = report.run(args.run_dir, args.out)
+    print(f"report: {out} (tables: {report.tables_dir(out)})")
+    return 0
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from bertgeom.pipeline import run
 

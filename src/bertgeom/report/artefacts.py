@@ -1,0 +1,280 @@
+"""Loading the saved artefacts of a run directory for the report (never runs a model).
+
+A run directory holds one folder per stage (any may be missing); what is read from each:
+
+- ``data/`` (``bertgeom simulate``): manifest.json (labels.tsv and truth.tsv are copied);
+- ``prepared/`` (``bertgeom prepare``): manifest.json, counts.tsv, spikes.parquet without the
+  sequence columns (``SPIKE_COLUMNS``);
+- ``model/`` (``bertgeom train``): manifest.json, bertgeom_model.json, config.json,
+  history.tsv;
+- ``evaluate/`` (``bertgeom evaluate``): manifest.json, metrics.json, per_class.tsv,
+  confusion.tsv, predictions.tsv and its figures;
+- ``analyze/`` (``bertgeom analyze``): manifest.json, the tidy tables of ``ANALYZE_TABLES``
+  (Parquet, else TSV) and figures/*.png.
+
+A file that exists but cannot be read is recorded as a *problem* of its stage (shown in the
+report) instead of stopping the report.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+#: Stage folder -> the command that writes it.
+STAGES: dict[str, str] = {
+    "data": "bertgeom simulate",
+    "prepared": "bertgeom prepare",
+    "model": "bertgeom train",
+    "evaluate": "bertgeom evaluate",
+    "analyze": "bertgeom analyze",
+}
+#: Columns of ``spikes.parquet`` the report reads (the sequences are never loaded).
+SPIKE_COLUMNS = (
+    "id", "label", "split", "qc_status", "qc_reasons", "mutations", "n_mutations", "n_fraction",
+    "ambiguous_count", "coverage", "frameshift", "premature_stop", "strand", "align_method",
+)  # fmt: skip
+#: Tables of ``analyze`` the report reads (``cone`` and ``embedding_maps`` are per genome and
+#: only drawn, so they are not loaded).
+ANALYZE_TABLES = (
+    "genomes", "cone_summary", "cls_cone", "gates", "row_entropy", "direction", "spectra",
+    "domains", "embeddings", "one_vs_all", "flow",
+)  # fmt: skip
+#: Columns always read as text (identifiers, labels, mutation lists).
+TEXT_COLUMNS = frozenset(
+    {"seq_id", "id", "class", "label", "predicted", "predicted_class", "mutations", "split",
+     "point", "domain", "kind", "metric", "source", "target", "transition"}
+)  # fmt: skip
+EVALUATE_FIGURES = ("confusion", "reliability", "history")
+
+
+@dataclass
+class StageArtefacts:
+    """What one stage folder holds.
+
+    Attributes
+    ----------
+    name : folder name (``prepared``)
+    path : the folder
+    present : the folder exists
+    manifest : its ``manifest.json`` (None when missing or unreadable)
+    documents : other JSON files by stem (``metrics``)
+    tables : tables by stem (``counts``, ``gates``)
+    table_files : machine-readable files by stem, to copy beside the report
+    figures : PNG files by stem (``gate_grid``)
+    problems : files that exist but could not be read, with the reason
+    """
+
+    name: str
+    path: Path
+    present: bool
+    manifest: dict[str, Any] | None = None
+    documents: dict[str, Any] = field(default_factory=dict)
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    table_files: dict[str, Path] = field(default_factory=dict)
+    figures: dict[str, Path] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def command(self) -> str:
+        """The command that writes this folder."""
+        return STAGES.get(self.name, self.name)
+
+    def table(self, name: str) -> pd.DataFrame | None:
+        """A loaded table, None when absent or empty."""
+        t = self.tables.get(name)
+        return t if t is not None and not t.empty else None
+
+    def figure(self, name: str) -> bytes | None:
+        """The bytes of a figure, None when absent or unreadable."""
+        path = self.figures.get(name)
+        if path is None:
+            return None
+        try:
+            return path.read_bytes()
+        except OSError as err:
+            self.problems.append(f"{path.name}: {err}")
+            return None
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The resolved config from the manifest ({} when unknown)."""
+        return dict((self.manifest or {}).get("config") or {})
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        """The stage summary from the manifest ({} when unknown)."""
+        return dict((self.manifest or {}).get("summary") or {})
+
+
+@dataclass
+class RunArtefacts:
+    """Every stage folder of one run directory."""
+
+    run_dir: Path
+    stages: dict[str, StageArtefacts]
+
+    @property
+    def data(self) -> StageArtefacts:
+        """``data/`` (simulate)."""
+        return self.stages["data"]
+
+    @property
+    def prepared(self) -> StageArtefacts:
+        """``prepared/`` (prepare)."""
+        return self.stages["prepared"]
+
+    @property
+    def model(self) -> StageArtefacts:
+        """``model/`` (train)."""
+        return self.stages["model"]
+
+    @property
+    def evaluate(self) -> StageArtefacts:
+        """``evaluate/`` (evaluate)."""
+        return self.stages["evaluate"]
+
+    @property
+    def analyze(self) -> StageArtefacts:
+        """``analyze/`` (analyze)."""
+        return self.stages["analyze"]
+
+    @property
+    def present(self) -> list[str]:
+        """Names of the stage folders that exist."""
+        return [n for n, s in self.stages.items() if s.present]
+
+
+def read_json(path: Path) -> Any:
+    """Parse a JSON file (UTF-8)."""
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def read_tsv_frame(path: Path) -> pd.DataFrame:
+    """A TSV table: text columns (``TEXT_COLUMNS``) kept verbatim, others numeric when every
+    non-empty cell is a number (empty cells -> NaN), ``True``/``False`` columns as booleans."""
+    frame = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+    for col in frame.columns:
+        if col in TEXT_COLUMNS:
+            continue
+        cells = frame[col]
+        if len(cells) and cells.isin(["True", "False"]).all():
+            frame[col] = cells == "True"
+            continue
+        numbers = pd.to_numeric(cells.replace("", None), errors="coerce")
+        if numbers.notna().sum() == (cells != "").sum():
+            frame[col] = numbers.astype("float64") if numbers.isna().any() else numbers
+    return frame
+
+
+def read_parquet_frame(path: Path, columns: tuple[str, ...] | None = None) -> pd.DataFrame:
+    """A Parquet table, restricted to the ``columns`` it has (all when None)."""
+    if columns is None:
+        return pd.read_parquet(path)
+    import pyarrow.parquet as pq
+
+    have = set(pq.read_schema(path).names)
+    return pd.read_parquet(path, columns=[c for c in columns if c in have])
+
+
+def _try(stage: StageArtefacts, path: Path, reader: Any) -> Any:
+    if not path.is_file():
+        return None
+    try:
+        return reader(path)
+    except (OSError, ValueError) as err:
+        stage.problems.append(f"{path.name}: {err}")
+        return None
+
+
+def _load_common(stage: StageArtefacts) -> None:
+    stage.manifest = _try(stage, stage.path / "manifest.json", read_json)
+
+
+def _load_tables(stage: StageArtefacts, names: tuple[str, ...]) -> None:
+    for name in names:
+        tsv, parquet = stage.path / f"{name}.tsv", stage.path / f"{name}.parquet"
+        if tsv.is_file():
+            stage.table_files[name] = tsv
+        frame = _try(stage, parquet, read_parquet_frame)
+        if frame is None:
+            frame = _try(stage, tsv, read_tsv_frame)
+        if frame is not None:
+            stage.tables[name] = frame
+
+
+def _load_data(stage: StageArtefacts) -> None:
+    for name in ("labels", "truth"):  # copied beside the report, not read
+        if (stage.path / f"{name}.tsv").is_file():
+            stage.table_files[name] = stage.path / f"{name}.tsv"
+
+
+def _load_prepared(stage: StageArtefacts) -> None:
+    _load_tables(stage, ("counts",))
+    spikes = _try(
+        stage, stage.path / "spikes.parquet", lambda p: read_parquet_frame(p, SPIKE_COLUMNS)
+    )
+    if spikes is not None:
+        stage.tables["spikes"] = spikes
+
+
+def _load_model(stage: StageArtefacts) -> None:
+    for stem in ("bertgeom_model", "config"):
+        value = _try(stage, stage.path / f"{stem}.json", read_json)
+        if value is not None:
+            stage.documents[stem] = value
+    _load_tables(stage, ("history",))
+
+
+def _load_evaluate(stage: StageArtefacts) -> None:
+    value = _try(stage, stage.path / "metrics.json", read_json)
+    if value is not None:
+        stage.documents["metrics"] = value
+    _load_tables(stage, ("per_class", "confusion", "predictions"))
+    for name in EVALUATE_FIGURES:
+        if (stage.path / f"{name}.png").is_file():
+            stage.figures[name] = stage.path / f"{name}.png"
+
+
+def _load_analyze(stage: StageArtefacts) -> None:
+    _load_tables(stage, ANALYZE_TABLES)
+    figures = stage.path / "figures"
+    if figures.is_dir():
+        stage.figures = {p.stem: p for p in sorted(figures.glob("*.png"))}
+
+
+_LOADERS = {
+    "data": _load_data,
+    "prepared": _load_prepared,
+    "model": _load_model,
+    "evaluate": _load_evaluate,
+    "analyze": _load_analyze,
+}
+
+
+def load_run(run_dir: str | os.PathLike) -> RunArtefacts:
+    """Load every stage folder of ``run_dir`` that exists (nothing is computed).
+
+    Parameters
+    ----------
+    run_dir : a run directory with some of data/, prepared/, model/, evaluate/, analyze/
+
+    Returns
+    -------
+    RunArtefacts
+    """
+    root = Path(run_dir)
+    stages = {}
+    for name, loader in _LOADERS.items():
+        path = root / name
+        stage = StageArtefacts(name, path, path.is_dir())
+        if stage.present:
+            _load_common(stage)
+            loader(stage)
+        stages[name] = stage
+    return RunArtefacts(root, stages)

@@ -1,0 +1,103 @@
+"""The report seen in a real browser: headless Chromium renders it from disk.
+
+Checks that every section is in the rendered DOM, that every image decodes, that the page logs
+nothing to the console (a blocked script, a blocked fetch or a broken resource would), and saves
+a full-page screenshot (its path is printed; set ``BERTGEOM_SCREENSHOT_DIR`` to keep a copy).
+Needs the Debian package ``chromium``: the test fails, not skips, without it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from bertgeom.pipeline import report
+from tests.integration.test_report import SECTION_TITLES, make_run_dir
+
+CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
+#: Injected into a copy of the page (the report itself has no script and forbids scripts).
+PROBE = """<script>
+window.addEventListener("load", async () => {
+  document.querySelectorAll("details").forEach(d => { d.open = true; });  // as a reader would
+  const imgs = Array.from(document.images);
+  const ok = await Promise.all(
+    imgs.map(i => i.decode().then(() => i.naturalWidth > 0, () => false)));
+  const b = document.body;
+  b.dataset.images = String(imgs.length);
+  b.dataset.decoded = String(ok.filter(Boolean).length);
+  b.dataset.sections = Array.from(document.querySelectorAll("main > section > h2"))
+    .map(h => h.textContent).join("|");
+  b.dataset.probeDone = "yes";
+});
+</script>"""
+
+
+def chromium() -> str:
+    for name in CHROMIUM_NAMES:
+        path = shutil.which(name)
+        if path:
+            return path
+    pytest.fail(
+        "headless Chromium is needed for this test and was not found; install it with "
+        "`apt-get update && apt-get install -y chromium`"
+    )
+
+
+def browse(page: Path, profile: Path, *extra: str) -> subprocess.CompletedProcess:
+    cmd = [
+        chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+        "--no-first-run", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0",
+        "--run-all-compositor-stages-before-draw", "--virtual-time-budget=5000", *extra,
+        page.resolve().as_uri(),
+    ]  # fmt: skip
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
+
+
+def console_messages(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if ":CONSOLE" in line]
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("browser")
+    return report.run(make_run_dir(root / "run"), root / "out" / "report.html")
+
+
+def test_every_section_and_image_renders(rendered, tmp_path):
+    html = rendered.read_text(encoding="utf-8")
+    probe_page = rendered.with_name("probe.html")
+    # the copy drops the page's script ban so that the probe may run
+    probe_html = re.sub(r'<meta http-equiv="Content-Security-Policy"[^>]*>', "", html)
+    probe_page.write_text(probe_html.replace("</body>", PROBE + "</body>"), encoding="utf-8")
+    try:
+        out = browse(probe_page, tmp_path / "profile-probe", "--dump-dom")
+    finally:
+        probe_page.unlink()
+    assert out.returncode == 0, out.stderr[-2000:]
+    body = re.search(r"<body([^>]*)>", out.stdout)
+    assert body and 'data-probe-done="yes"' in body.group(1), out.stdout[:2000]
+    attrs = dict(re.findall(r'data-([a-z-]+)="([^"]*)"', body.group(1)))
+    assert int(attrs["images"]) == 18
+    assert attrs["decoded"] == attrs["images"]
+    assert attrs["sections"].split("|") == list(SECTION_TITLES)
+    assert console_messages(out.stderr) == []
+
+
+def test_report_page_has_no_console_errors_and_screenshot(rendered, tmp_path):
+    shot = tmp_path / "shot.png"
+    out = browse(rendered, tmp_path / "profile", f"--screenshot={shot}", "--window-size=1280,4000")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert console_messages(out.stderr) == []  # a CSP violation or broken resource logs here
+    assert shot.is_file() and shot.stat().st_size > 20_000
+    assert shot.read_bytes().startswith(b"\x89PNG")
+    keep = os.environ.get("BERTGEOM_SCREENSHOT_DIR")
+    if keep:
+        Path(keep).mkdir(parents=True, exist_ok=True)
+        shutil.copy(shot, Path(keep) / "report_browser.png")
+    print(f"screenshot: {shot}")
