@@ -1,0 +1,98 @@
+"""Training checkpoints (``out_dir/checkpoints/last.pt``): everything an exact resume needs.
+
+A checkpoint is a ``torch.save`` dict that ``torch.load(weights_only=True)`` reads: model,
+optimiser and scheduler state dicts, the run's position and bookkeeping (``progress``), every
+RNG state, the config (as a dict), the vocabulary tokens and the class labels. It is written
+atomically (temporary file, then rename), so an interrupted write leaves the previous one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from bertgeom.config import TrainConfig
+from bertgeom.errors import ArtifactError, ConfigError
+from bertgeom.io.files import atomic_path
+from bertgeom.model import loop
+from bertgeom.tokens.kmers import KmerSpec
+from bertgeom.tokens.vocab import SPECIAL_TOKENS, Vocabulary
+
+CHECKPOINT = Path("checkpoints") / "last.pt"
+#: Options that may differ between an interrupted run and its resumption.
+RESUMABLE_CHANGES = frozenset({"epochs", "max_steps", "patience", "threads", "device"})
+
+
+def save_checkpoint(
+    path: Path,
+    parts: dict[str, Any],
+    progress: dict[str, Any],
+    config: TrainConfig,
+    vocab: Vocabulary,
+    labels: tuple[str, ...],
+) -> None:
+    """Write a checkpoint; ``parts`` maps ``model``/``optimizer``/``scheduler`` to objects with a
+    ``state_dict()``. The current RNG states are taken here."""
+    import torch
+
+    ckpt = {name: obj.state_dict() for name, obj in parts.items()}
+    ckpt |= {
+        "progress": progress,
+        "rng": loop.rng_states(),
+        "config": dataclasses.asdict(config),
+        "vocab": {
+            "tokens": list(vocab.tokens),
+            "spec": dataclasses.asdict(vocab.spec),
+            "length": vocab.length,
+            "min_count": vocab.min_count,
+        },
+        "labels": list(labels),
+    }
+    with atomic_path(path) as tmp:
+        torch.save(ckpt, tmp)
+
+
+def load_checkpoint(path: Path, config: TrainConfig) -> dict[str, Any]:
+    """Read a checkpoint and check that ``config`` may resume it.
+
+    Raises
+    ------
+    ArtifactError
+        No checkpoint at ``path``.
+    ConfigError
+        ``config`` differs from the checkpoint's in an option outside ``RESUMABLE_CHANGES``.
+    """
+    import torch
+
+    if not path.is_file():
+        raise ArtifactError(f"{path}: no checkpoint to resume from (train without resume)")
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    now, saved = dataclasses.asdict(config), ckpt["config"]
+    changed = sorted(k for k in now if k not in RESUMABLE_CHANGES and saved.get(k) != now[k])
+    if changed:
+        detail = ", ".join(f"{k} {saved.get(k)!r} -> {now[k]!r}" for k in changed)
+        raise ConfigError(f"{path}: cannot resume with a different config ({detail})")
+    return ckpt
+
+
+def checkpoint_vocabulary(ckpt: dict[str, Any]) -> Vocabulary:
+    """The vocabulary a checkpoint was trained with."""
+    v = ckpt["vocab"]
+    return Vocabulary(
+        spec=KmerSpec(**v["spec"]),
+        length=int(v["length"]),
+        min_count=int(v["min_count"]),
+        kmers=tuple(v["tokens"][len(SPECIAL_TOKENS) :]),
+    )
+
+
+def restore_states(ckpt: dict[str, Any], parts: dict[str, Any], labels: tuple[str, ...]) -> None:
+    """Load the state dicts of ``parts`` and the RNG states from ``ckpt``."""
+    if tuple(ckpt["labels"]) != labels:
+        raise ArtifactError(
+            f"checkpoint classes {ckpt['labels']} differ from the data's {list(labels)}"
+        )
+    for name, obj in parts.items():
+        obj.load_state_dict(ckpt[name])
+    loop.set_rng_states(ckpt["rng"])

@@ -1,0 +1,75 @@
+"""``bertgeom train`` and ``bertgeom pretrain``: validate paths, then call :mod:`bertgeom.model`.
+
+Outputs are described in :mod:`bertgeom.model.train` (a model directory with ``history.tsv``,
+``checkpoints/last.pt`` and ``manifest.json``) and :mod:`bertgeom.model.pretrain`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from bertgeom.config import TrainConfig
+from bertgeom.errors import ArtifactError, InputError
+
+
+def _check_paths(prepared_dir: str | os.PathLike, out_dir: str | os.PathLike) -> None:
+    from bertgeom.model.data import spikes_path
+
+    spikes_path(prepared_dir)
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out}: exists and is not a directory")
+
+
+def _check_init_from(config: TrainConfig) -> None:
+    from bertgeom.model.pretrain import read_pretrain_meta
+    from bertgeom.model.store import WEIGHTS
+
+    if not config.init_from:
+        return
+    d = Path(config.init_from)
+    if not d.is_dir():
+        raise InputError(f"{d}: no such directory (init_from: a `bertgeom pretrain` output)")
+    read_pretrain_meta(d)
+    if not (d / WEIGHTS).is_file():
+        raise ArtifactError(f"{d / WEIGHTS}: no such file (pre-training did not finish?)")
+
+
+def run(
+    prepared_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    config: TrainConfig,
+    resume: bool = False,
+    progress: bool = True,
+) -> Any:
+    """Train a classifier: :func:`bertgeom.model.train.train` after checking the paths.
+
+    Returns
+    -------
+    bertgeom.model.train.TrainResult
+    """
+    _check_paths(prepared_dir, out_dir)
+    _check_init_from(config)
+    if resume:
+        from bertgeom.model.train import CHECKPOINT
+
+        if not (Path(out_dir) / CHECKPOINT).is_file():
+            raise ArtifactError(f"{Path(out_dir) / CHECKPOINT}: no checkpoint to resume from")
+    from bertgeom.model.train import train
+
+    return train(prepared_dir, out_dir, config, resume=resume, progress=progress)
+
+
+def run_pretrain(
+    prepared_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    config: TrainConfig,
+    progress: bool = True,
+) -> Path:
+    """Pre-train an encoder: :func:`bertgeom.model.pretrain.pretrain` after checking paths."""
+    _check_paths(prepared_dir, out_dir)
+    from bertgeom.model.pretrain import pretrain
+
+    return pretrain(prepared_dir, out_dir, config, progress=progress)
