@@ -123,7 +123,7 @@ class TrainConfig:
     stride: int = 9
     token_mode: str = "aligned"
     min_count: int = 1
-    epochs: int = 6
+    epochs: int = 2
     batch_size: int = 16
     lr: float = 5e-4
     weight_decay: float = 0.01

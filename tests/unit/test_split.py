@@ -45,7 +45,20 @@ def test_a_huge_group_does_not_swallow_the_test_set():
     keys = ["big"] * 600 + [str(i) for i in range(400)]
     res = assign_splits(labels, keys, [True] * 1000, 0.064, 0.2, seed=0)
     c = Counter(res.splits)
-    assert c["train"] >= 700 and 150 <= c["test"] <= 250
+    assert res.splits[0] == "train" and c["train"] >= 700
+    assert c["test"] >= 100 and c["val"] >= 25
+
+
+def test_val_and_test_get_their_share_of_distinct_spikes():
+    # a few large groups and many singletons: distinct spikes spread over every split
+    labels = ["a"] * 700
+    keys = [f"g{i // 100}" for i in range(500)] + [f"s{i}" for i in range(200)]
+    res = assign_splits(labels, keys, [True] * 700, 0.1, 0.2, seed=0)
+    distinct = {
+        s: len({k for k, x in zip(keys, res.splits, strict=True) if x == s})
+        for s in ("train", "val", "test")
+    }
+    assert distinct["val"] >= 8 and distinct["test"] >= 30
 
 
 @settings(max_examples=50, deadline=None)

@@ -34,9 +34,10 @@ def assign_splits(
     one split whole, so the test set never contains a spike seen in training. Groups are
     stratified by their majority class: within each class, groups are taken largest first (in
     an order shuffled with ``seed`` among groups of equal size) and each goes to the split
-    furthest below its target count relative to the target (train, val, test on ties). A class
-    with three or more groups thus gets at least one group in every split with a non-zero
-    fraction.
+    furthest below its targets, counting both genomes and distinct spikes relative to their
+    targets (train, val, test on ties). A class with three or more groups thus gets at least one
+    group in every split with a non-zero fraction, and val and test get their share of distinct
+    spikes.
     """
     n = len(labels)
     groups: dict[str, list[int]] = defaultdict(list)
@@ -62,11 +63,14 @@ def assign_splits(
         order = sorted(range(len(cls_groups)), key=lambda g: (-len(cls_groups[g]), tiebreak[g]))
         total = sum(len(g) for g in cls_groups)
         targets = {s: fractions[s] * total for s in SPLITS}
+        group_targets = {s: fractions[s] * len(cls_groups) for s in SPLITS}
         counts = dict.fromkeys(SPLITS, 0)
+        group_counts = dict.fromkeys(SPLITS, 0)
         for gi in order:
             members = cls_groups[gi]
-            split = _neediest(targets, counts)
+            split = _neediest(targets, counts, group_targets, group_counts)
             counts[split] += len(members)
+            group_counts[split] += 1
             for i in members:
                 out[i] = split
     shared = [g for g in groups.values() if len(g) > 1]
@@ -77,13 +81,21 @@ def assign_splits(
     )
 
 
-def _neediest(targets: dict[str, float], counts: dict[str, int]) -> str:
-    """The split with the largest relative deficit (ties: the order train, val, test)."""
+def _neediest(
+    targets: dict[str, float],
+    counts: dict[str, int],
+    group_targets: dict[str, float],
+    group_counts: dict[str, int],
+) -> str:
+    """The split furthest below its targets: relative deficit of genomes plus relative deficit
+    of distinct spikes (so that val and test get their share of distinct spikes too, not one
+    large group each); ties go to train, val, test in that order."""
     best, best_gap = "train", -np.inf
     for s in SPLITS:
         if targets[s] <= 0:
             continue
         gap = (targets[s] - counts[s]) / targets[s]
+        gap += (group_targets[s] - group_counts[s]) / group_targets[s]
         if gap > best_gap:
             best, best_gap = s, gap
     return best

@@ -27,6 +27,8 @@ def bucket_index(acc: GeometryAccumulator, all_genomes: bool) -> list[list[int]]
 
 
 def _merge(t: torch.Tensor, groups: list[list[int]]) -> torch.Tensor:
+    """Sum the bucket rows of each group, on the CPU (the tables are built there)."""
+    t = t.cpu()
     return torch.stack([t[g].sum(0) for g in groups])
 
 
@@ -234,10 +236,10 @@ def domains_table(
     return pd.DataFrame({
         "layer": idx[:, 0], "class": np.asarray(names)[idx[:, 1]], "head": idx[:, 2],
         "domain": np.asarray(e.names)[idx[:, 3]],
-        "attention_share": e.attention_share.numpy().reshape(-1),
-        "token_share": e.token_share.numpy()[idx[:, 1], idx[:, 3]],
-        "z": e.z.numpy().reshape(-1), "p_value": e.p_value.numpy().reshape(-1),
-        "significant": e.significant.numpy().reshape(-1),
+        "attention_share": e.attention_share.cpu().numpy().reshape(-1),
+        "token_share": e.token_share.cpu().numpy()[idx[:, 1], idx[:, 3]],
+        "z": e.z.cpu().numpy().reshape(-1), "p_value": e.p_value.cpu().numpy().reshape(-1),
+        "significant": e.significant.cpu().numpy().reshape(-1),
     })  # fmt: skip
 
 

@@ -10,8 +10,10 @@ centroids and the shared precision matrix of [CLS] embeddings).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,8 +54,12 @@ def save_model_dir(
     d.mkdir(parents=True, exist_ok=True)
     tmp = d / ".saving"
     tmp.mkdir(exist_ok=True)
-    model.save_pretrained(str(tmp), safe_serialization=True)
+    with _quiet_transformers():
+        model.save_pretrained(str(tmp), safe_serialization=True)
+    umask = os.umask(0)
+    os.umask(umask)
     for name in ("config.json", WEIGHTS):
+        os.chmod(tmp / name, 0o666 & ~umask)
         os.replace(tmp / name, d / name)
     for leftover in tmp.iterdir():
         leftover.unlink()
@@ -61,6 +67,20 @@ def save_model_dir(
     vocab.save(d)
     write_json(d / MODEL_META, meta)
     return d
+
+
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """Hide transformers' own progress bars ("Loading weights", "Writing model shards")."""
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            hf_logging.enable_progress_bar()
 
 
 def read_meta(directory: str | os.PathLike) -> dict[str, Any]:
@@ -91,9 +111,10 @@ def load_model_dir(
         raise ArtifactError(f"{d / WEIGHTS}: no such file (not a trained model directory)")
     meta = read_meta(d)
     vocab = load_vocabulary(d)
-    model = BertForSequenceClassification.from_pretrained(
-        str(d), attn_implementation=attn_implementation
-    )
+    with _quiet_transformers():
+        model = BertForSequenceClassification.from_pretrained(
+            str(d), attn_implementation=attn_implementation
+        )
     model.to(device).eval()
     labels = tuple(model.config.id2label[i] for i in range(model.config.num_labels))
     return ModelBundle(model=model, vocab=vocab, labels=labels, meta=meta, path=d)

@@ -91,10 +91,18 @@ def _stage_runners(doc: dict[str, Any], run_dir: Path, progress: bool) -> dict[s
             raise ConfigError("[run]: 'inputs' (genome files) is needed when simulate is not run")
 
     def run_train() -> None:
+        import shutil
+
         from bertgeom.model.train import CHECKPOINT
 
-        resume = (d["train"] / CHECKPOINT).is_file()
-        train.run(d["prepare"], d["train"], tr, resume=resume, progress=progress)
+        ckpt = d["train"] / CHECKPOINT
+        if ckpt.is_file():
+            try:  # an interrupted run with this config: continue it exactly
+                train.run(d["prepare"], d["train"], tr, resume=True, progress=progress)
+                return
+            except ConfigError:  # the config changed since: the old checkpoint is stale
+                shutil.rmtree(ckpt.parent)
+        train.run(d["prepare"], d["train"], tr, resume=False, progress=progress)
 
     return {
         "simulate": (sim, lambda: simulate.run(d["simulate"], sim, progress=progress)),

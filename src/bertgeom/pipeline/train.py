@@ -58,8 +58,12 @@ def run(
         if not (Path(out_dir) / CHECKPOINT).is_file():
             raise ArtifactError(f"{Path(out_dir) / CHECKPOINT}: no checkpoint to resume from")
     from bertgeom.model.train import train
+    from bertgeom.pipeline import calibrate
 
-    return train(prepared_dir, out_dir, config, resume=resume, progress=progress)
+    result = train(prepared_dir, out_dir, config, resume=resume, progress=progress)
+    # temperature (validation split) and OOD detector (training split), stored with the model
+    calibrate.run(out_dir, prepared_dir, device=config.device)
+    return result
 
 
 def run_pretrain(
