@@ -505,3 +505,13 @@ def _remove_quietly(name: str) -> None:
     """Remove a file if it exists."""
     with suppress(FileNotFoundError):
         os.remove(name)
+
+
+def check_fasta(paths: Sequence[PathArg] | PathArg) -> None:
+    """Fail early on an unusable input: read the first record of every file.
+
+    Raises the same :class:`InputError` as :func:`read_fasta` for a missing, empty, binary or
+    non-FASTA file (or a first record without a sequence), before any heavy work starts.
+    """
+    for name in _check_paths(paths):
+        next(iter(read_fasta([name])), None)

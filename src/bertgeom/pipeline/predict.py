@@ -20,7 +20,7 @@ import numpy as np
 from bertgeom import __version__
 from bertgeom.config import PrepareConfig
 from bertgeom.errors import InputError
-from bertgeom.io.fasta import count_records, read_fasta
+from bertgeom.io.fasta import check_fasta, count_records, read_fasta
 from bertgeom.io.files import atomic_path, sha256_file
 from bertgeom.model.calibrate import OodModel, load_ood
 from bertgeom.model.infer import infer, resolve_device
@@ -83,6 +83,7 @@ def run(
     ood_path = Path(model_dir) / OOD_FILE
     ood = load_ood(str(ood_path)) if ood_path.is_file() else None
     model_id = sha256_file(Path(model_dir) / WEIGHTS)[:12]
+    check_fasta(paths)
     total = count_records(paths)
     records = read_fasta(paths, dedupe=cfg.dedupe)  # type: ignore[arg-type]
     counts = {"n": 0, "ok": 0, "bad": 0, "ood": 0}

@@ -21,7 +21,7 @@ from bertgeom.errors import InputError
 from bertgeom.genome.process import SpikeProcessor, SpikeResult
 from bertgeom.genome.qc import QcThresholds
 from bertgeom.genome.split import assign_splits
-from bertgeom.io.fasta import FastaReport, count_records, read_fasta
+from bertgeom.io.fasta import FastaReport, check_fasta, count_records, read_fasta
 from bertgeom.io.files import atomic_path, write_tsv
 from bertgeom.io.manifest import describe_inputs, write_manifest
 from bertgeom.io.spikes import SPIKES_FILE, SpikesWriter, iter_spike_batches
@@ -64,6 +64,7 @@ def run(
     file_classes = None if labels is not None else classes_from_filenames(paths)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    check_fasta(paths)
     total = count_records(paths)
 
     report = FastaReport()
