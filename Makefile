@@ -39,5 +39,9 @@ format: venv
 bench: venv
 	$(BIN)/python benchmarks/prepare.py
 
+# the same pipeline on the real genomes of ../shared/data (about 25 minutes on 2 cores)
+real: venv
+	$(BIN)/bertgeom run --config src/bertgeom/resources/real.toml
+
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

@@ -425,6 +425,8 @@ def _plant_indel(
             a = int(rng.integers(SPIKE_MARGIN, len(ctx.genome) - SPIKE_MARGIN - length))
         deletion = bool(rng.random() < 0.5)
         b = a + length if deletion else a + 1
+        if not in_spike and a < s1 + SPIKE_MARGIN and b > ctx.s0 - SPIKE_MARGIN:
+            continue  # "outside" means outside the spike: a frameshift there is another story
         if not (_in_bounds(ctx, a, b) and draft.is_free(a, b)):
             continue
         saved = draft.base[a:b], draft.ins[a]
