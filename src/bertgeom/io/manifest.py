@@ -83,3 +83,15 @@ def read_manifest(out_dir: str | os.PathLike) -> dict[str, Any]:
     if not path.is_file():
         raise ArtifactError(f"{path}: no such file (run the stage that writes {out_dir} first)")
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+def refresh_outputs(out_dir: str | os.PathLike, added: Iterable[str] = ()) -> None:
+    """Re-hash the outputs a manifest lists (plus ``added`` ones) after a later step of the
+    same stage changed them (e.g. calibration after training)."""
+    out = Path(out_dir)
+    manifest = read_manifest(out)
+    names = [o["path"] for o in manifest.get("outputs", [])]
+    names += [n for n in added if n not in names]
+    manifest["outputs"] = [{"path": n, "sha256": sha256_file(out / n)} for n in names
+                           if (out / n).is_file()]
+    write_json(out / "manifest.json", manifest)

@@ -63,6 +63,10 @@ def run(
     result = train(prepared_dir, out_dir, config, resume=resume, progress=progress)
     # temperature (validation split) and OOD detector (training split), stored with the model
     calibrate.run(out_dir, prepared_dir, device=config.device)
+    from bertgeom.io.manifest import refresh_outputs
+    from bertgeom.model.store import MODEL_META
+
+    refresh_outputs(out_dir, added=[MODEL_META, calibrate.OOD_FILE])
     return result
 
 

@@ -1,0 +1,70 @@
+"""``bertgeom run``: chained stages, up-to-date skipping, resume after a kill."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bertgeom.cli import main
+
+
+def write_config(path: Path, run_dir: Path, shared_data: Path, epochs: int = 3) -> Path:
+    path.write_text(f"""
+[run]
+dir = "{run_dir}"
+stages = ["prepare", "train", "evaluate"]
+inputs = ["{shared_data / "ci_genomes.fasta.gz"}"]
+labels = "{shared_data / "labels.tsv"}"
+
+[prepare]
+jobs = 1
+
+[train]
+preset = "tiny"
+epochs = {epochs}
+batch_size = 8
+k = 21
+stride = 21
+seed = 3
+
+[evaluate]
+split = "test"
+""")
+    return path
+
+
+def test_rerun_of_a_finished_run_does_no_work(shared_data, tmp_path, capsys):
+    cfg = write_config(tmp_path / "p.toml", tmp_path / "run", shared_data, epochs=1)
+    assert main(["run", "--config", str(cfg), "--quiet"]) == 0
+    first = capsys.readouterr().err
+    assert "train: running" in first
+    metrics = (tmp_path / "run" / "evaluate" / "metrics.json").read_text()
+    assert main(["run", "--config", str(cfg), "--quiet"]) == 0
+    second = capsys.readouterr().err
+    for stage in ("prepare", "train", "evaluate"):
+        assert f"{stage}: up to date" in second
+    assert (tmp_path / "run" / "evaluate" / "metrics.json").read_text() == metrics
+
+
+def test_killed_mid_training_resumes_to_the_same_metrics(shared_data, tmp_path):
+    ref_cfg = write_config(tmp_path / "ref.toml", tmp_path / "ref", shared_data, epochs=4)
+    assert main(["run", "--config", str(ref_cfg), "--quiet"]) == 0
+    cfg = write_config(tmp_path / "k.toml", tmp_path / "killed", shared_data, epochs=4)
+    cmd = [sys.executable, "-m", "bertgeom.cli", "run", "--config", str(cfg), "--quiet"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt = tmp_path / "killed" / "model" / "checkpoints" / "last.pt"
+    deadline = time.time() + 300
+    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert ckpt.exists(), "training never wrote its first checkpoint"
+    assert main(["run", "--config", str(cfg), "--quiet"]) == 0
+    ref = json.loads((tmp_path / "ref" / "evaluate" / "metrics.json").read_text())
+    got = json.loads((tmp_path / "killed" / "evaluate" / "metrics.json").read_text())
+    assert got["calibrated"] == ref["calibrated"]
+    assert got["per_class"] == ref["per_class"]
