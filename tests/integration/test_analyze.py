@@ -20,7 +20,7 @@ FAST = "cone,gates,domains,direction"
 def full_run(tiny_model, ci_prepared, tmp_path_factory):
     out = tmp_path_factory.mktemp("analyze")
     cfg = AnalyzeConfig(
-        split="all", all_genomes=True, max_genomes=24, spectra_genomes=8, batch_size=8, keep_maps=1
+        split="all", all_genomes=True, max_genomes=12, spectra_genomes=4, batch_size=6, keep_maps=1
     )
     return analyze.run(tiny_model, ci_prepared, out, cfg, progress=False), out
 
