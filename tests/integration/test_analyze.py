@@ -72,9 +72,9 @@ def test_table_invariants(full_run):
 
 def test_one_batch_equals_many(tiny_model, ci_prepared, tmp_path):
     tables = []
-    for bs in (16, 5):
+    for bs in (8, 3):
         out = tmp_path / f"bs{bs}"
-        cfg = AnalyzeConfig(split="all", all_genomes=True, max_genomes=16, only=FAST, batch_size=bs)
+        cfg = AnalyzeConfig(split="all", all_genomes=True, max_genomes=8, only=FAST, batch_size=bs)
         analyze.run(tiny_model, ci_prepared, out, cfg, progress=False)
         tables.append(
             {
