@@ -34,8 +34,8 @@ def figures(
     if "gates" in t:
         yield "gate_grid", g.gate_grid(t["gates"], "all")
         yield "gate_scores", g.gate_scores_figure(t["gates"], "all")
-        if "spectra" in t:
-            yield "entropy_k", g.entropy_k_distributions(t["gates"], t["spectra"])
+        if "row_entropy" in t and not t["row_entropy"].empty:
+            yield "entropy_k", g.entropy_k_distributions(t["gates"], t["row_entropy"])
     if "cone_summary" in t and "cls_cone" in t:
         yield "cone_curves", g.cone_curves(t["cone_summary"], t["cls_cone"])
     if "spectra" in t and not t["spectra"].empty:
