@@ -12,14 +12,6 @@ from hypothesis import strategies as st
 from bertgeom.geometry.cone import ConeIndex, cone_index, cone_sums, set_cone_index
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def rotation(d: int, seed: int) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     q, _ = torch.linalg.qr(torch.randn(d, d, generator=g, dtype=torch.float64))

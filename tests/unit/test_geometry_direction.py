@@ -20,14 +20,6 @@ from bertgeom.geometry.direction import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def weights(d_model=12, seed=0, layers=None):
     g = torch.Generator().manual_seed(seed)
     shape = (d_model, d_model) if layers is None else (layers, d_model, d_model)

@@ -16,15 +16,6 @@ from bertgeom.geometry.domains import (
 )
 from bertgeom.resources import Domain
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 SPIKE = token_domains(425)
 
 

@@ -22,7 +22,7 @@ from bertgeom.geometry.embeddings import (
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _one_thread():
+def _one_blas_thread():
     """One BLAS/OpenMP thread: the tiny fits here only lose time to thread start-up."""
     with threadpool_limits(1):
         yield

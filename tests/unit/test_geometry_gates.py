@@ -25,14 +25,6 @@ from bertgeom.geometry.gates import (
 from bertgeom.geometry.segmentation import cluster_score
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _noisy(a: torch.Tensor, g: torch.Generator, eps: float) -> torch.Tensor:
     r = torch.rand(a.shape, generator=g, dtype=a.dtype)
     return (1 - eps) * a + eps * r / r.sum(-1, keepdim=True)

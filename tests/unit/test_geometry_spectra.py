@@ -17,14 +17,6 @@ from bertgeom.geometry.spectra import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def padded(blocks, p):
     """Stack (..., n, n) or (..., n, d) blocks into a zero-padded batch and a row mask."""
     first = blocks[0]
