@@ -56,6 +56,11 @@ def test_temperature_recovers_the_generating_temperature():
     assert (softmax(logits, 2.5).argmax(1) == logits.argmax(1)).all()
 
 
+def test_temperature_is_one_when_validation_is_perfect():
+    logits = np.array([[3.0, 0.0], [0.0, 2.0]])
+    assert fit_temperature(logits, np.array([0, 1])) == 1.0
+
+
 def test_ood_flags_far_points_and_round_trips(tmp_path):
     rng = np.random.default_rng(2)
     centres = np.array([[0.0, 0, 0], [10, 0, 0]])

@@ -20,8 +20,12 @@ from bertgeom.model.metrics import softmax
 
 
 def fit_temperature(logits: np.ndarray, y: np.ndarray, max_iter: int = 200) -> float:
-    """The temperature minimising the NLL of ``softmax(logits / T)`` on (logits, y)."""
-    if len(y) == 0:
+    """The temperature minimising the NLL of ``softmax(logits / T)`` on (logits, y).
+
+    When every genome is classified correctly the NLL keeps falling as T -> 0 (sharper and
+    sharper probabilities) and has no minimum: there is no evidence of miscalibration, so T = 1.
+    """
+    if len(y) == 0 or bool((logits.argmax(axis=1) == y).all()):
         return 1.0
     grid = np.exp(np.linspace(np.log(0.05), np.log(20.0), 241))
     nll = [_nll(logits, y, t) for t in grid]
