@@ -369,6 +369,23 @@ def build_parser() -> argparse.ArgumentParser:
     pa.add_argument("--quiet", action="store_true")
     pa.set_defaults(func=_cmd_analyze)
 
+    pr3 = sub.add_parser(
+        "report",
+        help="one self-contained HTML report from a run directory's saved artefacts",
+    )
+    pr3.add_argument(
+        "run_dir",
+        metavar="RUN_DIR",
+        help="run directory with data/, prepared/, "
+        "model/, evaluate/, analyze/ (any may be missing)",
+    )
+    pr3.add_argument(
+        "--out",
+        default="report.html",
+        help="HTML file to write; its tables go to <stem>_tables/ beside it",
+    )
+    pr3.set_defaults(func=_cmd_report)
+
     pr2 = sub.add_parser(
         "run",
         help="chain stages from one TOML config, skipping up-to-date "

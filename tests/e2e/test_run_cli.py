@@ -68,3 +68,21 @@ def test_killed_mid_training_resumes_to_the_same_metrics(shared_data, tmp_path):
     got = json.loads((tmp_path / "killed" / "evaluate" / "metrics.json").read_text())
     assert got["calibrated"] == ref["calibrated"]
     assert got["per_class"] == ref["per_class"]
+
+
+def test_every_stage_has_a_subcommand():
+    from bertgeom.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    assert set(sub.choices) >= {
+        "simulate",
+        "prepare",
+        "train",
+        "pretrain",
+        "evaluate",
+        "predict",
+        "analyze",
+        "report",
+        "run",
+        "demo",
+    }
