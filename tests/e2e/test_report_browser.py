@@ -48,15 +48,17 @@ def chromium() -> str:
     )
 
 
-def browse(page: Path, profile: Path, *extra: str) -> subprocess.CompletedProcess:
+def browse(
+    page: Path, profile: Path, *extra: str, budget_ms: int = 5000
+) -> subprocess.CompletedProcess:
     cmd = [
         chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
         "--no-first-run", "--disable-background-networking", "--disable-component-update",
         "--disable-sync", f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0",
-        "--run-all-compositor-stages-before-draw", "--virtual-time-budget=5000", *extra,
+        "--run-all-compositor-stages-before-draw", f"--virtual-time-budget={budget_ms}", *extra,
         page.resolve().as_uri(),
     ]  # fmt: skip
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
 
 
 def console_messages(stderr: str) -> list[str]:
@@ -101,3 +103,61 @@ def test_report_page_has_no_console_errors_and_screenshot(rendered, tmp_path):
         Path(keep).mkdir(parents=True, exist_ok=True)
         shutil.copy(shot, Path(keep) / "report_browser.png")
     print(f"screenshot: {shot}")
+
+
+@pytest.fixture(scope="module")
+def pipeline_report(shared_data, tmp_path_factory) -> Path:
+    """The report of a real (small) pipeline run, as the demo makes it: prepare the CI genomes,
+    train a tiny model, evaluate, analyze, report."""
+    from bertgeom.pipeline import run
+
+    root = tmp_path_factory.mktemp("pipeline")
+    cfg = root / "pipeline.toml"
+    cfg.write_text(f"""
+[run]
+dir = "{root / "run"}"
+stages = ["prepare", "train", "evaluate", "analyze", "report"]
+inputs = ["{shared_data / "ci_genomes.fasta.gz"}"]
+labels = "{shared_data / "labels.tsv"}"
+
+[train]
+preset = "tiny"
+epochs = 2
+batch_size = 8
+seed = 1
+
+[analyze]
+split = "all"
+max_genomes = 8
+spectra_genomes = 4
+all_genomes = true
+""")
+    out = run.run(cfg, progress=False, log=lambda _: None)
+    return out / "report.html"
+
+
+def test_pipeline_report_renders_every_section_and_image(pipeline_report, tmp_path):
+    import base64
+    import io
+
+    from PIL import Image
+
+    html = pipeline_report.read_text(encoding="utf-8")
+    assert "has not been run" not in html  # every stage's artefacts are there
+    headings = re.findall(r"<h2[^>]*>(.*?)</h2>", html)
+    assert [h for h in headings if h in SECTION_TITLES] == list(SECTION_TITLES)
+    images = re.findall(r'<img[^>]*src="data:image/png;base64,([^"]+)"', html)
+    assert len(images) >= 15
+    for data in images:  # every embedded figure is a valid PNG
+        Image.open(io.BytesIO(base64.b64decode(data))).verify()
+    shot = tmp_path / "pipeline.png"
+    out = browse(
+        pipeline_report,
+        tmp_path / "profile-pipeline",
+        f"--screenshot={shot}",
+        "--window-size=1280,4000",
+        budget_ms=20000,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert console_messages(out.stderr) == []
+    assert shot.is_file() and shot.stat().st_size > 20_000

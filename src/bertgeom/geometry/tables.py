@@ -271,6 +271,8 @@ def embedding_tables(
         )[sel].astype(np.float64)
         # a layer whose vectors are all the same (the [CLS] embedding) has no distribution
         live = np.flatnonzero(x.std(axis=0).max(axis=-1) > 1e-9)
+        if len(sel) < 3 or len(live) == 0:  # too few genomes for a distribution
+            continue
         values, pca = _embedding_metrics(x[:, live], y, cv_ok, seed)
         for metric, v in values.items():
             full = np.full(x.shape[1], np.nan)
@@ -291,7 +293,8 @@ def embedding_tables(
                  "accuracy": ova.accuracy[j, i], "balanced_accuracy": ova.balanced_accuracy[j, i]}
                 for j, layer in enumerate(live) for i, c in enumerate(ova.classes)
             ]  # fmt: skip
-    return pd.DataFrame(metrics), pd.concat(maps, ignore_index=True), pd.DataFrame(ova_rows)
+    maps_frame = pd.concat(maps, ignore_index=True) if maps else pd.DataFrame()
+    return pd.DataFrame(metrics), maps_frame, pd.DataFrame(ova_rows)
 
 
 def _embedding_metrics(

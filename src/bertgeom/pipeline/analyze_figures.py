@@ -37,7 +37,9 @@ def figures(
         if "row_entropy" in t and not t["row_entropy"].empty:
             yield "entropy_k", g.entropy_k_distributions(t["gates"], t["row_entropy"])
     if "cone_summary" in t and "cls_cone" in t:
-        yield "cone_curves", g.cone_curves(t["cone_summary"], t["cls_cone"])
+        cls_cone = t["cls_cone"] if not t["cls_cone"].empty else None
+        if not t["cone_summary"].empty:
+            yield "cone_curves", g.cone_curves(t["cone_summary"], cls_cone)
     if "spectra" in t and not t["spectra"].empty:
         yield "spectra", g.spectra_curves(t["spectra"])
     if "domains" in t and not t["domains"].empty:
