@@ -85,12 +85,6 @@ def _symbol_bytes(seqs: Sequence[str], length: int) -> bytes:
     return ("".join(seqs) + "\0" * 8).encode("ascii", "replace").translate(_SYMBOL_TABLE)
 
 
-def symbols(seqs: Sequence[str], length: int) -> np.ndarray:
-    """Sequences as a (batch, length) uint8 symbol array, N-padded or cut to ``length``."""
-    raw = _symbol_bytes(seqs, length)
-    return np.frombuffer(raw, dtype=np.uint8)[: len(seqs) * length].reshape(-1, length)
-
-
 def kmer_codes(seqs: Sequence[str], spec: KmerSpec, length: int | None = None) -> np.ndarray:
     """k-mer codes of a batch of sequences: (batch, n_tokens) int64.
 
