@@ -47,7 +47,7 @@ def test_vectorised_kmers_equal_the_plain_implementation(seqs, k, stride, mode):
         # every row is padded to the batch's common length, as the model sees it
         plain = kmers_reference(seq + "N" * (longest - len(seq)), spec)
         assert [decode_kmer(int(c), k) for c in codes[row]] == [
-            "".join(ch if ch in "ACGTN-" else "?" for ch in km.upper()) for km in plain
+            "".join(ch if ch in "ACGT-" else "N" for ch in km.upper()) for km in plain
         ]
         expect_unknown = [any(ch not in "ACGT-" for ch in km.upper()) for km in plain]
         assert unknown[row].tolist() == expect_unknown
@@ -125,3 +125,22 @@ def test_hf_tokenizer_reads_the_vocabulary(tmp_path):
         words = kmers_reference(seq, spec, 3822)
         hf = tok(" ".join(words))["input_ids"]
         assert hf == vocab.encode([seq])[0].tolist()
+
+
+def test_code_table_equals_a_dict_lookup():
+    from bertgeom.tokens.vocab import CodeTable
+
+    rng = np.random.default_rng(0)
+    codes = np.unique(rng.integers(0, 1 << 36, 5000))
+    ids = rng.permutation(len(codes)) + 5
+    table = CodeTable(codes, ids)
+    assert table.max_probe > 0  # the collision path is exercised
+    probe = np.concatenate([codes, rng.integers(0, 1 << 36, 5000)]).reshape(100, 100)
+    expect = dict(zip(codes.tolist(), ids.tolist(), strict=True))
+    got = table.lookup(probe, UNK_ID)
+    assert got.shape == probe.shape
+    assert got.ravel().tolist() == [expect.get(c, UNK_ID) for c in probe.ravel().tolist()]
+    assert (
+        CodeTable(np.array([], dtype=np.int64), np.array([], dtype=np.int64)).lookup(probe, UNK_ID)
+        == UNK_ID
+    ).all()

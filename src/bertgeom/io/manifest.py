@@ -92,6 +92,7 @@ def refresh_outputs(out_dir: str | os.PathLike, added: Iterable[str] = ()) -> No
     manifest = read_manifest(out)
     names = [o["path"] for o in manifest.get("outputs", [])]
     names += [n for n in added if n not in names]
-    manifest["outputs"] = [{"path": n, "sha256": sha256_file(out / n)} for n in names
-                           if (out / n).is_file()]
+    manifest["outputs"] = [
+        {"path": n, "sha256": sha256_file(out / n)} for n in names if (out / n).is_file()
+    ]
     write_json(out / "manifest.json", manifest)

@@ -1,9 +1,13 @@
 """Vectorised k-mer extraction: spikes -> integer k-mer codes, no Python loop per token.
 
-Each base is a 3-bit symbol (``A C G T - N`` and ``?`` for other IUPAC codes), so a k-mer of up
-to 21 bases is one int64 code: ``code = sum(symbol[p + j] << 3 * j for j < k)``, exact and
-decodable with :func:`decode_kmer`. Codes are computed 8 symbols at a time with 64-bit word
-arithmetic on the byte buffer of a block of spikes.
+Each base is a 3-bit symbol read straight off its ASCII byte, ``(byte >> 1) & 7``: A/a 0,
+C/c 1, T/t 2, G/g 3, ``-`` 6; N and every other byte (IUPAC ambiguity codes, non-ASCII) are
+*unknown*, symbol 7, and decode as N. A k-mer of up to 21 bases is one int64 code,
+``code = sum(symbol[p + j] << 3 * j for j < k)``, exact and decodable with :func:`decode_kmer`.
+
+Codes are built from *units* of ``g = gcd(k, stride)`` symbols (with k=12, stride 9: codons):
+each unit's code is computed once, and a k-mer is ``k / g`` consecutive units starting every
+``stride / g`` units. Every step is a whole-array numpy operation on a block of spikes.
 
 Two modes:
 
@@ -21,32 +25,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from math import gcd
 from typing import Literal
 
 import numpy as np
 
 TokenMode = Literal["aligned", "raw"]
 
-#: Symbols in code order (3 bits each); any other letter (IUPAC ambiguity codes) is ``?``.
-SYMBOLS = "ACGT-N?"
-GAP_SYMBOL, N_SYMBOL, OTHER_SYMBOL = 4, 5, 6  # "unknown" = N or ambiguity = symbol >= 5
-_TABLE = bytearray([OTHER_SYMBOL] * 256)
-for _i, _c in enumerate(SYMBOLS[:6]):
-    _TABLE[ord(_c)] = _i
-    _TABLE[ord(_c.lower())] = _i
-_TABLE[ord("_")] = GAP_SYMBOL
-_TABLE[0] = 0  # the slack bytes after the last row
-_SYMBOL_TABLE = bytes(_TABLE)
+#: Symbols in code order (3 bits each): code ``c`` decodes as ``SYMBOLS[c]``.
+SYMBOLS = "ACTG??-N"
+GAP_SYMBOL, UNKNOWN_SYMBOL = 6, 7
+_KNOWN = tuple(ord(c) for c in "acgt")  # compared with byte | 0x20 (case-insensitive)
 MAX_K = 21  # 21 * 3 = 63 bits
-_CHUNK = 256  # spikes per vectorised block: keeps the temporaries in cache
-
-# SWAR constants: pack eight 3-bit symbols held one per byte into 24 contiguous bits.
-_U = np.uint64
-_M_BYTE = _U(0x0707070707070707)
-_M_PAIR = _U(0x003F003F003F003F)
-_M_QUAD = _U(0x00000FFF00000FFF)
-_M_OCT = _U(0x0000000000FFFFFF)
-_ONES = _U(0x0101010101010101)
+_CHUNK = 128  # spikes per vectorised block: keeps the temporaries in cache
 
 
 @dataclass(frozen=True)
@@ -78,11 +69,25 @@ class KmerSpec:
         return (self.padded_length(length) - self.k) // self.stride + 1
 
 
-def _symbol_bytes(seqs: Sequence[str], length: int) -> bytes:
-    """Rows of ``length`` symbol bytes (N-padded or cut), then 8 slack bytes."""
-    if not all(len(x) == length for x in seqs):
-        seqs = [x[:length] + "N" * (length - len(x)) for x in seqs]
-    return ("".join(seqs) + "\0" * 8).encode("ascii", "replace").translate(_SYMBOL_TABLE)
+def symbols(seqs: Sequence[str], total: int, length: int | None = None) -> np.ndarray:
+    """(batch, total) uint8 symbols; rows cut or N-padded to ``length`` (default: the longest
+    row), then N-padded to ``total`` columns."""
+    base = length if length is not None else max((len(x) for x in seqs), default=0)
+    if not all(len(x) == base for x in seqs):
+        seqs = [x[:base] + "N" * (base - len(x)) for x in seqs]
+    out = np.full((len(seqs), total), UNKNOWN_SYMBOL, dtype=np.uint8)
+    if base == 0 or not seqs:
+        return out
+    raw = np.frombuffer("".join(seqs).encode("ascii", "replace"), dtype=np.uint8)
+    raw = raw.reshape(len(seqs), base)
+    low = raw | 0x20
+    known = raw == ord("-")
+    for c in _KNOWN:
+        known |= low == c
+    sym = (raw >> 1) & 7
+    np.copyto(sym, np.uint8(UNKNOWN_SYMBOL), where=~known)
+    out[:, :base] = sym
+    return out
 
 
 def kmer_codes(seqs: Sequence[str], spec: KmerSpec, length: int | None = None) -> np.ndarray:
@@ -106,63 +111,56 @@ def kmer_codes_and_unknown(
     unknown = np.empty((len(seqs), n_tok), dtype=bool)
     for a in range(0, len(seqs), _CHUNK):
         block = seqs[a : a + _CHUNK]
-        c, u = _codes_block(_symbol_bytes(block, total), len(block), total, n_tok, spec)
+        c, u = _codes_block(symbols(block, total, base_len), n_tok, spec)
         codes[a : a + len(block)] = c
         unknown[a : a + len(block)] = u
     return codes, unknown
 
 
-def _codes_block(
-    raw: bytes, m: int, total: int, n_tok: int, spec: KmerSpec
-) -> tuple[np.ndarray, np.ndarray]:
-    """Codes of ``m`` rows of symbol bytes: each k-mer is read as ceil(k/8) unaligned 64-bit
-    words (8 symbols each) and packed with shifts and masks (SWAR), no loop per symbol."""
-    code = np.zeros((m, n_tok), dtype=_U)
-    unknown = np.zeros((m, n_tok), dtype=bool)
-    v = np.empty((m, n_tok), dtype=_U)
-    tmp = np.empty((m, n_tok), dtype=_U)
-    for w in range(-(-spec.k // 8)):
-        n_bytes = min(8, spec.k - 8 * w)
-        words = np.ndarray(
-            shape=(m, n_tok), dtype="<u8", buffer=raw, offset=8 * w, strides=(total, spec.stride)
-        )
-        if n_bytes < 8:
-            np.bitwise_and(words, _U((1 << (8 * n_bytes)) - 1), out=v)
-        else:
-            v[...] = words
-        # unknown symbols are 5 and 6: bit 2 set and bit 0 or bit 1 set
-        np.right_shift(v, _U(1), out=tmp)
-        np.bitwise_or(tmp, v, out=tmp)
-        np.bitwise_and(tmp, np.right_shift(v, _U(2)), out=tmp)
-        np.bitwise_and(tmp, _ONES, out=tmp)
-        unknown |= tmp != 0
-        np.bitwise_and(v, _M_BYTE, out=v)
-        for shift, mask in ((5, _M_PAIR), (10, _M_QUAD), (20, _M_OCT)):
-            np.right_shift(v, _U(shift), out=tmp)
-            np.bitwise_or(v, tmp, out=v)
-            np.bitwise_and(v, mask, out=v)
-        if w:
-            np.left_shift(v, _U(24 * w), out=v)
-        code |= v
-    return code.view(np.int64), unknown
+def _codes_block(sym: np.ndarray, n_tok: int, spec: KmerSpec) -> tuple[np.ndarray, np.ndarray]:
+    """Codes and unknown flags of a (m, total) symbol block, through units of gcd(k, stride)
+    symbols (``total`` is a multiple of the unit by construction of the padding)."""
+    m, total = sym.shape
+    g = gcd(spec.k, spec.stride)
+    bits = 3 * g
+    unit_t = np.uint16 if bits <= 16 else np.uint32 if bits <= 32 else np.uint64
+    by_unit = sym.reshape(m, total // g, g)
+    unit = by_unit[:, :, 0].astype(unit_t)
+    for i in range(1, g):
+        unit |= by_unit[:, :, i].astype(unit_t) << unit_t(3 * i)
+    step = spec.stride // g
+    span = step * (n_tok - 1) + 1
+    code = unit[:, 0:span:step].astype(np.uint64)
+    for r in range(1, spec.k // g):
+        code |= unit[:, r : r + span : step].astype(np.uint64) << np.uint64(bits * r)
+    return code.view(np.int64), _unknown(code, spec.k)
+
+
+def _unknown(code: np.ndarray, k: int) -> np.ndarray:
+    """Whether any 3-bit symbol of each uint64 code is 7 (all three bits set)."""
+    low_bits = np.uint64(int("001" * k, 2))
+    both = code & (code >> np.uint64(1))
+    both &= code >> np.uint64(2)
+    both &= low_bits
+    return both != 0
 
 
 def has_unknown(codes: np.ndarray, k: int) -> np.ndarray:
     """True where a k-mer code contains N or an ambiguity code (same shape as ``codes``)."""
-    out = np.zeros(codes.shape, dtype=bool)
-    for j in range(k):
-        out |= ((codes >> (3 * j)) & 7) >= N_SYMBOL
-    return out
+    return _unknown(np.ascontiguousarray(codes, dtype=np.int64).view(np.uint64), k)
 
 
 def decode_kmer(code: int, k: int) -> str:
-    """The k-mer string of a code (ambiguity codes come back as ``?``)."""
+    """The k-mer string of a code (N and ambiguity codes both come back as ``N``)."""
     return "".join(SYMBOLS[(code >> (3 * j)) & 7] for j in range(k))
 
 
 def encode_kmer(kmer: str) -> int:
     """The code of one k-mer string (symbol j at bits 3j..3j+2)."""
-    return sum(_SYMBOL_TABLE[ord(ch)] << (3 * j) for j, ch in enumerate(kmer))
+    return sum(
+        ((ord(ch) >> 1) & 7 if ch in "ACGTacgt-" else UNKNOWN_SYMBOL) << (3 * j)
+        for j, ch in enumerate(kmer)
+    )
 
 
 def kmers_reference(seq: str, spec: KmerSpec, length: int | None = None) -> list[str]:

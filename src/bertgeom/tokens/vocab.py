@@ -29,6 +29,59 @@ SPIKE_COLUMNS = 3822
 TOKENS_FILE = "bertgeom_tokens.json"
 
 
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing multiplier (2^64 / golden ratio)
+
+
+class CodeTable:
+    """Open-addressing hash table from k-mer codes (non-negative int64) to ids, looked up for
+    whole arrays at once: one multiply-shift hash, one gather and one compare per code, then a
+    few linear-probing rounds for the codes whose home slot holds another code. At most a
+    quarter full, so nearly every lookup ends at its home slot.
+    """
+
+    def __init__(self, codes: np.ndarray, ids: np.ndarray) -> None:
+        bits = max(4, int(np.ceil(np.log2(max(len(codes), 1) * 4))))
+        self._shift = np.uint64(64 - bits)
+        self._mask = (1 << bits) - 1
+        self._keys = np.full(1 << bits, -1, dtype=np.int64)
+        self._vals = np.zeros(1 << bits, dtype=np.int64)
+        self.max_probe = 0
+        home = self._home(np.asarray(codes, dtype=np.int64))
+        for code, ident, slot in zip(codes.tolist(), ids.tolist(), home.tolist(), strict=True):
+            probe = 0
+            while self._keys[(slot + probe) & self._mask] not in (-1, code):
+                probe += 1
+            self._keys[(slot + probe) & self._mask] = code
+            self._vals[(slot + probe) & self._mask] = ident
+            self.max_probe = max(self.max_probe, probe)
+
+    def _home(self, codes: np.ndarray) -> np.ndarray:
+        return ((codes.view(np.uint64) * _GOLDEN) >> self._shift).view(np.int64)
+
+    def lookup(self, codes: np.ndarray, default: int) -> np.ndarray:
+        """Ids of ``codes`` (any shape, int64); ``default`` where a code is absent."""
+        codes = np.ascontiguousarray(codes, dtype=np.int64)
+        slot = self._home(codes)
+        key = self._keys[slot]
+        hit = key == codes
+        out = np.where(hit, self._vals[slot], default)
+        if self.max_probe == 0:
+            return out
+        # codes whose home slot holds another code: probe on along the run
+        idx = np.flatnonzero(~hit & (key != -1))
+        flat, want, pos = out.reshape(-1), codes.reshape(-1)[idx], slot.reshape(-1)[idx]
+        for _ in range(self.max_probe):
+            if len(idx) == 0:
+                break
+            pos = (pos + 1) & self._mask
+            key = self._keys[pos]
+            hit = key == want
+            flat[idx[hit]] = self._vals[pos[hit]]
+            go_on = ~hit & (key != -1)
+            idx, want, pos = idx[go_on], want[go_on], pos[go_on]
+        return out
+
+
 @dataclass(frozen=True)
 class Vocabulary:
     """A k-mer vocabulary and the tokenization it belongs to.
@@ -52,9 +105,8 @@ class Vocabulary:
 
     def __post_init__(self) -> None:
         codes = np.array([encode_kmer(k) for k in self.kmers], dtype=np.int64)
-        order = np.argsort(codes, kind="stable")
-        object.__setattr__(self, "_sorted_codes", codes[order])
-        object.__setattr__(self, "_sorted_ids", order.astype(np.int64) + len(SPECIAL_TOKENS))
+        ids = np.arange(len(codes), dtype=np.int64) + len(SPECIAL_TOKENS)
+        object.__setattr__(self, "_table", CodeTable(codes, ids))
 
     @property
     def size(self) -> int:
@@ -72,13 +124,7 @@ class Vocabulary:
 
     def encode_codes(self, codes: np.ndarray, unknown: np.ndarray) -> np.ndarray:
         """k-mer codes (batch, T) -> ids (batch, T); ``unknown`` and rare k-mers -> [UNK]."""
-        sc = self._sorted_codes  # type: ignore[attr-defined]
-        if len(sc) == 0:
-            return np.full(codes.shape, UNK_ID, dtype=np.int64)
-        idx = np.searchsorted(sc, codes)
-        np.minimum(idx, len(sc) - 1, out=idx)
-        found = sc[idx] == codes
-        ids = np.where(found, self._sorted_ids[idx], UNK_ID)  # type: ignore[attr-defined]
+        ids = self._table.lookup(codes, UNK_ID)  # type: ignore[attr-defined]
         ids[unknown] = UNK_ID
         return ids
 
