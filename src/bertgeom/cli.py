@@ -204,6 +204,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
             "keep_maps": args.keep_maps,
             "all_genomes": True if args.all_genomes else None,
             "seed": args.seed,
+            "map_methods": args.map_methods,
         },
         source=args.config or "options",
     )
@@ -213,6 +214,8 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         f"{s.n_included} in the statistics) in {s.seconds:.1f} s "
         f"({s.genomes_per_s:.1f} genomes/s) -> {args.out}"
     )
+    for line in s.notes:
+        print(f"note: {line}")
     return 0
 
 
@@ -362,6 +365,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="statistics over all genomes, not only correctly classified ones",
     )
     pa.add_argument("--keep-maps", type=int, help="genomes per class whose full maps are kept")
+    pa.add_argument(
+        "--map-methods",
+        help="comma-separated 2-D embedding maps: pca, tsne, umap (needs umap-learn); "
+        "'' = none (default pca,tsne,umap)",
+    )
     pa.add_argument("--batch-size", type=int)
     pa.add_argument("--device", help="auto (default), cpu or cuda")
     pa.add_argument("--seed", type=int)

@@ -19,6 +19,8 @@ from typing import Any, TypeVar
 from bertgeom.errors import ConfigError
 
 T = TypeVar("T")
+#: 2-D embedding maps of ``analyze`` (``AnalyzeConfig.map_methods``).
+MAP_METHODS = ("pca", "tsne", "umap")
 
 
 @dataclass(frozen=True)
@@ -187,6 +189,17 @@ class AnalyzeConfig:
         Contextual-gate window (tokens) and the family-wise level of the domain z-tests.
     seed
         Seed of the sample and of the embedding analyses.
+    map_methods
+        Comma-separated 2-D maps of the per-genome [CLS] and mean-pooled vectors per hidden
+        state: ``pca``, ``tsne`` (scikit-learn), ``umap`` (only when the optional umap-learn is
+        installed, ``pip install 'bertgeom[maps]'``; otherwise skipped with a note); empty =
+        none.
+    map_genomes
+        The t-SNE / UMAP maps use a seeded subsample of at most this many genomes (their cost
+        grows as genome log genome per hidden state, kind and method).
+    perplexity, n_neighbors
+        t-SNE perplexity (clipped to (genomes - 1) / 3 for small samples) and UMAP
+        neighbourhood size (clipped to genomes - 1).
     """
 
     split: str = "test"
@@ -201,6 +214,10 @@ class AnalyzeConfig:
     window: int = 3
     alpha: float = 0.05
     seed: int = 42
+    map_methods: str = "pca,tsne,umap"
+    map_genomes: int = 2000
+    perplexity: float = 30.0
+    n_neighbors: int = 15
 
     def __post_init__(self) -> None:
         from bertgeom.geometry.accumulate import FAMILIES
@@ -216,6 +233,19 @@ class AnalyzeConfig:
         _check(not bad, "only", f"has unknown families {bad} (valid: {', '.join(FAMILIES)})")
         _check(0 < self.alpha < 1, "alpha", "must be in (0, 1)")
         _check(self.window >= 1, "window", "must be >= 1")
+        bad = [m for m in self.maps if m not in MAP_METHODS]
+        _check(not bad, "map_methods", f"has unknown maps {bad} (valid: {', '.join(MAP_METHODS)})")
+        _check(self.map_genomes >= 5, "map_genomes", "must be >= 5")
+        _check(self.perplexity > 0, "perplexity", "must be > 0")
+        _check(self.n_neighbors >= 2, "n_neighbors", "must be >= 2")
+
+    @property
+    def maps(self) -> tuple[str, ...]:
+        """The 2-D embedding maps to compute, in ``MAP_METHODS`` order."""
+        chosen = {m.strip() for m in self.map_methods.split(",") if m.strip()}
+        return tuple(m for m in MAP_METHODS if m in chosen) + tuple(
+            sorted(chosen - set(MAP_METHODS))
+        )
 
     @property
     def families(self) -> tuple[str, ...]:

@@ -10,6 +10,7 @@ import pytest
 
 from bertgeom.config import AnalyzeConfig
 from bertgeom.errors import ConfigError
+from bertgeom.geometry.embeddings import import_umap
 from bertgeom.geometry.gates import GATES
 from bertgeom.pipeline import analyze
 
@@ -48,6 +49,44 @@ def test_every_family_writes_its_tables_and_figures(full_run):
     assert {"gate_grid.png", "cone_curves.png", "directionality.png", "spectra.png"} <= figures
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["stage"] == "analyze" and manifest["config"]["max_genomes"] == 12
+
+
+def test_embedding_maps_pca_tsne_and_umap_or_a_note(full_run):
+    summary, out = full_run
+    pca = pd.read_csv(out / "embedding_maps.tsv", sep="\t")
+    maps = pd.read_parquet(out / "nonlinear_maps.parquet")
+    assert list(maps.columns) == ["seq_id", "class", "layer", "kind", "method", "dim1", "dim2"]
+    assert pd.read_csv(out / "nonlinear_maps.tsv", sep="\t").shape == maps.shape
+    umap = import_umap() is not None
+    assert set(maps.method) == ({"tsne", "umap"} if umap else {"tsne"})
+    tsne = maps[maps.method == "tsne"]
+    # the same genomes, hidden states and kinds as the PCA map (12 genomes < the 2,000 cap)
+    key = ["seq_id", "layer", "kind"]
+    assert (
+        tsne[key]
+        .sort_values(key)
+        .reset_index(drop=True)
+        .equals(pca[key].sort_values(key).reset_index(drop=True))
+    )
+    assert np.isfinite(maps[["dim1", "dim2"]].to_numpy()).all()
+    figures = {p.name for p in (out / "figures").iterdir()}
+    assert {"embedding_maps.png", "embedding_maps_tsne.png"} <= figures
+    assert ("embedding_maps_umap.png" in figures) == umap
+    manifest = json.loads((out / "manifest.json").read_text())["summary"]
+    n = len(tsne.seq_id.unique())
+    assert f"tsne: perplexity 30 clipped to {(n - 1) / 3:.3g} for {n} genomes" in manifest["notes"]
+    assert any("umap-learn is not installed" in x for x in manifest["notes"]) == (not umap)
+    assert manifest["map_seconds"]["tsne"] > 0 and summary.notes == tuple(manifest["notes"])
+
+
+def test_maps_can_be_turned_off(tiny_model, ci_prepared, tmp_path):
+    cfg = AnalyzeConfig(
+        split="all", all_genomes=True, max_genomes=8, only="embeddings", map_methods=""
+    )
+    summary = analyze.run(tiny_model, ci_prepared, tmp_path, cfg, progress=False)
+    assert (tmp_path / "embeddings.tsv").is_file() and summary.notes == ()
+    made = {p.name for p in tmp_path.rglob("*")}
+    assert not {n for n in made if "embedding_maps" in n or "nonlinear_maps" in n}, made
 
 
 def test_table_invariants(full_run):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bertgeom.config import PrepareConfig, read_toml, resolve
+from bertgeom.config import AnalyzeConfig, PrepareConfig, read_toml, resolve
 from bertgeom.errors import ConfigError
 
 
@@ -36,3 +36,17 @@ def test_missing_and_invalid_files(tmp_path):
     bad.write_text("[prepare\n")
     with pytest.raises(ConfigError, match="invalid TOML"):
         read_toml(bad)
+
+
+def test_analyze_map_methods():
+    assert AnalyzeConfig().maps == ("pca", "tsne", "umap")
+    assert AnalyzeConfig(map_methods=" umap, pca ").maps == ("pca", "umap")
+    assert AnalyzeConfig(map_methods="").maps == ()
+    with pytest.raises(
+        ConfigError, match=r"map_methods has unknown maps \['isomap'\] \(valid: pca"
+    ):
+        AnalyzeConfig(map_methods="tsne,isomap")
+    with pytest.raises(ConfigError, match="map_genomes must be >= 5"):
+        AnalyzeConfig(map_genomes=4)
+    with pytest.raises(ConfigError, match="perplexity must be > 0"):
+        resolve(AnalyzeConfig, {"perplexity": 0})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -9,15 +11,19 @@ from threadpoolctl import threadpool_limits
 
 from bertgeom.errors import InputError
 from bertgeom.geometry.embeddings import (
+    MIN_MAP_GENOMES,
     anisotropy,
+    import_umap,
     kmeans_ari,
     knn_accuracy,
+    nonlinear_maps,
     normality_pvalues,
     one_vs_all_accuracy,
     pca_summary,
     probe_accuracy,
     silhouette_by_layer,
     summed_output_histogram,
+    tsne_perplexity,
 )
 
 
@@ -105,3 +111,75 @@ def test_summed_output_histogram_streams():
     total = (y * mask[..., None]).sum(1).flatten().numpy()
     expected, _ = np.histogram(total[(total >= -3) & (total <= 3)], bins=edges.numpy())
     assert whole.counts.tolist() == expected.tolist()
+
+
+def test_tsne_keeps_separated_clusters_apart():
+    """Three Gaussian clusters in 64-D (layer 1) stay three clusters in the 2-D t-SNE map;
+    pure noise (layer 0) does not turn into classes."""
+    x, y = data(per_class=31, d=64)  # 93 genomes: the perplexity 30 is used unclipped
+    maps = nonlinear_maps(x, "tsne", seed=1)
+    assert maps.method == "tsne" and maps.note == "" and maps.parameter == 30.0
+    assert maps.coordinates.shape == (2, 93, 2)  # (layer, genome, 2)
+    flat = maps.coordinates.transpose(1, 0, 2)  # (genome, layer, 2)
+    assert np.isfinite(flat).all()
+    knn, sil = knn_accuracy(flat, y), silhouette_by_layer(flat, y)
+    assert knn[1] == 1.0 and sil[1] > 0.7
+    assert knn[0] < 0.7 and sil[0] < 0.2
+
+
+def test_nonlinear_maps_are_seeded():
+    x, _ = data(per_class=10, d=16)
+    a, b = nonlinear_maps(x, "tsne", seed=3), nonlinear_maps(x, "tsne", seed=3)
+    assert np.array_equal(a.coordinates, b.coordinates)
+
+
+def test_perplexity_is_clipped_for_small_samples():
+    assert tsne_perplexity(30.0, 91) == 30.0
+    assert tsne_perplexity(30.0, 12) == pytest.approx(11 / 3)
+    assert tsne_perplexity(3.0, 12) == 3.0
+    x, _ = data(per_class=4, d=8)  # 12 genomes: perplexity 30 would be refused by t-SNE
+    maps = nonlinear_maps(x, "tsne", seed=0, perplexity=30.0)
+    assert maps.coordinates.shape == (2, 12, 2)
+    assert maps.parameter == pytest.approx(11 / 3)
+    assert maps.note == "tsne: perplexity 30 clipped to 3.67 for 12 genomes"
+
+
+def test_too_few_genomes_are_skipped_with_a_note():
+    x, _ = data(per_class=1, d=8)  # 3 genomes
+    maps = nonlinear_maps(x, "tsne")
+    assert maps.coordinates is None
+    assert maps.note == f"tsne: skipped, 3 genomes (a map needs at least {MIN_MAP_GENOMES})"
+    five = np.random.default_rng(0).normal(size=(MIN_MAP_GENOMES, 1, 4))
+    assert nonlinear_maps(five, "tsne").coordinates.shape == (1, MIN_MAP_GENOMES, 2)
+
+
+def test_a_layer_without_spread_maps_to_the_origin():
+    x, _ = data(per_class=3, d=8)
+    x[:, 0] = 1.5  # every genome the same vector (the [CLS] embedding)
+    maps = nonlinear_maps(x, "tsne")
+    assert (maps.coordinates[0] == 0).all() and maps.coordinates[1].std() > 0
+
+
+def test_unknown_method_is_refused():
+    with pytest.raises(ValueError, match="method must be one of"):
+        nonlinear_maps(np.zeros((6, 1, 2)), "isomap")
+
+
+def test_umap_absent_is_skipped_with_a_note(monkeypatch):
+    monkeypatch.setitem(sys.modules, "umap", None)  # `import umap` now raises ImportError
+    assert import_umap() is None
+    x, _ = data(per_class=4, d=8)
+    maps = nonlinear_maps(x, "umap")
+    assert maps.coordinates is None
+    assert "umap-learn is not installed" in maps.note and "bertgeom[maps]" in maps.note
+
+
+def test_umap_when_installed_separates_and_is_seeded():
+    if import_umap() is None:
+        pytest.skip("umap-learn is not installed (optional extra bertgeom[maps])")
+    x, y = data(per_class=30, d=64)
+    a, b = nonlinear_maps(x, "umap", seed=2), nonlinear_maps(x, "umap", seed=2)
+    assert a.coordinates.shape == (2, 90, 2) and np.array_equal(a.coordinates, b.coordinates)
+    assert knn_accuracy(a.coordinates.transpose(1, 0, 2), y)[1] == 1.0
+    small = nonlinear_maps(x[:6], "umap", n_neighbors=15)
+    assert small.parameter == 5 and "n_neighbors 15 clipped to 5" in small.note

@@ -203,3 +203,23 @@ def test_cluster_score_is_one_for_perfect_blocks_and_zero_for_bands():
     band = (torch.arange(n)[:, None] - torch.arange(n)[None, :]).abs() <= 2
     band = (band / band.sum(-1, keepdim=True)).double()[None, None]
     assert float(cluster_score(band, content)) < 0.05
+
+
+def test_deferred_cluster_over_several_layers_equals_gate_stats():
+    from bertgeom.geometry.gates import add_cluster, gate_stats_and_parts
+    from bertgeom.geometry.segmentation import ClusterParts, cluster_from_parts
+
+    g = torch.Generator().manual_seed(3)
+    mask = torch.ones(3, 20, dtype=torch.bool)
+    mask[1, 15:] = False  # padded genome: compaction must line up across layers
+    labels = torch.tensor([0, 1, 0])
+    layers = [torch.softmax(torch.randn(3, 2, 20, 20, generator=g) * 3, -1) for _ in range(2)]
+    layers[1][:, 1] = 0
+    layers[1][:, 1, :, 2:8] = 1 / 6  # a block-ish head
+    pairs = [gate_stats_and_parts(a, mask, labels, 2) for a in layers]
+    scores = cluster_from_parts(ClusterParts.cat([p for _, p in pairs])).split([2, 2], dim=1)
+    for a, (stats, _), sc in zip(layers, pairs, scores, strict=True):
+        direct = gate_stats(a, mask, labels, 2)
+        merged = add_cluster(stats, sc, labels, 2)
+        assert torch.allclose(merged.sums, direct.sums, atol=1e-12)
+        assert bool((direct.sums[:, MEASURES.index("cluster")] != 0).any())

@@ -82,6 +82,11 @@ def synthetic_tables(
                       "pc1": rng.normal(size=n_genomes), "pc2": rng.normal(size=n_genomes)})
         for la in range(n_layers + 1) for k in ("cls", "mean")
     )  # fmt: skip
+    nonlinear = pd.concat(
+        maps.drop(columns=["pc1", "pc2"]).assign(method=m, dim1=rng.normal(size=len(maps)),
+                                                 dim2=rng.normal(size=len(maps)))
+        for m in ("tsne", "umap")
+    )  # fmt: skip
     flow = pd.DataFrame(
         [{"metric": m, "layer": la, "transition": t, "before": 0.5, "after": 0.5 + d, "delta": d}
          for m in ("cone", "effective_rank") for la in range(n_layers)
@@ -91,7 +96,8 @@ def synthetic_tables(
     return {
         "cone_summary": pd.DataFrame(cone), "cls_cone": cls_cone, "gates": pd.DataFrame(gates),
         "direction": direction, "spectra": pd.DataFrame(spectra), "domains": domains,
-        "embeddings": embeddings, "embedding_maps": maps, "flow": flow,
+        "embeddings": embeddings, "embedding_maps": maps, "nonlinear_maps": nonlinear,
+        "flow": flow,
     }  # fmt: skip
 
 
@@ -125,6 +131,7 @@ def figures(tables):
         ("spectra", lambda: pg.spectra_curves(t["spectra"]), 8),
         ("domains", lambda: pg.domain_share_heatmap(t["domains"], "beta", layer=1), 2),
         ("maps", lambda: pg.embedding_maps(t["embedding_maps"], "mean", layers=[0, 2]), 2),
+        ("tsne", lambda: pg.embedding_maps(t["nonlinear_maps"], "cls", method="tsne"), 3),
         ("separability", lambda: pg.separability_curves(t["embeddings"], embeddings_at_0=True), 5),
         ("direction", lambda: pg.directionality_map(t["direction"]), 5),
         ("flow", lambda: pg.flow_figure(t["flow"]), 4),
@@ -168,6 +175,10 @@ def test_missing_class_nan_and_bad_input(tables):
         pg.gate_grid(tables["gates"], "omicron")
     with pytest.raises(ConfigError, match="layers"):
         pg.embedding_maps(tables["embedding_maps"], layers=[7])
+    with pytest.raises(ConfigError, match="unknown map method 'isomap'; methods: pca, tsne"):
+        pg.embedding_maps(tables["nonlinear_maps"], method="isomap")
+    with pytest.raises(ArtifactError, match="lacks columns"):
+        pg.embedding_maps(tables["embedding_maps"], method="tsne")  # PCA table: no dim1, dim2
     with pytest.raises(ArtifactError, match="lacks columns"):
         pg.flow_figure(tables["flow"].drop(columns="delta"))
     with pytest.raises(ConfigError, match="token_residues"):
@@ -210,3 +221,17 @@ def test_attention_ticks_are_residues():
     # residue 100 starts token 33 (residues 100-103), position 34 after [CLS]; [SEP] is 426
     assert ax.get_xticks()[1] == 33 + 1 and ax.get_xticks()[-1] == 426
     pyplot().close(fig)
+
+
+def test_nonlinear_maps_are_titled_by_method_and_have_no_tick_labels(tables):
+    fig = pg.embedding_maps(tables["nonlinear_maps"], "mean", method="umap", embeddings_at_0=True)
+    try:
+        assert fig.get_suptitle() == "UMAP of the mean-pooled token vectors, per layer"
+        ax = fig.axes[0]
+        assert ax.get_xlabel() == "UMAP 1" and ax.get_title() == "hidden state 0 (embeddings)"
+        fig.canvas.draw()
+        assert not any(t.get_text() for t in ax.get_xticklabels())
+        n = tables["nonlinear_maps"].query("method == 'umap' and kind == 'mean' and layer == 0")
+        assert sum(len(c.get_offsets()) for c in ax.collections) == len(n)
+    finally:
+        pyplot().close(fig)

@@ -26,7 +26,8 @@ from bertgeom.geometry.cone import cone_index
 from bertgeom.geometry.direction import attention_asymmetry, score_directionality
 from bertgeom.geometry.domains import DomainStats, TokenDomains, domain_stats
 from bertgeom.geometry.embeddings import ValueHistogram, summed_output_histogram
-from bertgeom.geometry.gates import GateOptions, GateStats, gate_stats
+from bertgeom.geometry.gates import GateOptions, GateStats, add_cluster, gate_stats_and_parts
+from bertgeom.geometry.segmentation import ClusterParts, cluster_from_parts
 from bertgeom.geometry.spectra import row_entropy, spectrum
 
 #: Stream points whose token rows get a per-genome cone index (Z and A per head).
@@ -59,6 +60,7 @@ class _Batch:
     spectra: dict[str, list[Tensor]]
     kept: Tensor  # (batch,) bool, genomes whose full maps are kept
     kept_maps: list[Tensor]  # per layer (kept, head, q, k)
+    cluster_parts: list[ClusterParts] = field(default_factory=list)  # per layer
 
 
 def regroup(stats: Any, index: Tensor, n: int) -> Any:
@@ -148,6 +150,7 @@ class GeometryAccumulator:
         b = self._batch
         assert b is not None
         dev_buckets = buckets.to(b.mask.device)
+        self._add_cluster_scores(b)
         for name, per_layer in b.per_genome.items():
             self.per_genome.setdefault(name, []).append(
                 torch.stack(per_layer, 1).float().cpu().numpy()
@@ -192,7 +195,9 @@ class GeometryAccumulator:
         own = torch.arange(n, device=t.A.device)
         ds = self.options.drop_special
         if self.wants("gates"):
-            b.stats["gates"].append(gate_stats(t.A, b.mask, own, n, self.options.gate_options))
+            stats, parts = gate_stats_and_parts(t.A, b.mask, own, n, self.options.gate_options)
+            b.stats["gates"].append(stats)
+            b.cluster_parts.append(parts)
             self._keep(b, "row_entropy", row_entropy(t.A, b.mask, drop_special=ds).normalised)
         if self.wants("domains"):
             b.stats["domains"].append(domain_stats(t.A, b.mask, self.domains, own, n))
@@ -204,6 +209,20 @@ class GeometryAccumulator:
             b.maps.append(t.A.detach().float())
         if bool(b.kept.any()):
             b.kept_maps.append(t.A[b.kept].detach().half().cpu())
+
+    def _add_cluster_scores(self, b: _Batch) -> None:
+        """The cluster measure of every layer in one dynamic programme (its ``pos`` sequential
+        steps cost the same for one layer as for all: one pass instead of one per layer)."""
+        if not b.cluster_parts:
+            return
+        n = b.mask.shape[0]
+        own = torch.arange(n, device=b.mask.device)
+        heads = [x.reciprocity.shape[1] for x in b.cluster_parts]
+        scores = cluster_from_parts(ClusterParts.cat(b.cluster_parts)).split(heads, dim=1)
+        b.stats["gates"] = [
+            add_cluster(st, sc, own, n) for st, sc in zip(b.stats["gates"], scores, strict=True)
+        ]
+        b.cluster_parts.clear()
 
     def _queries_keys(self, layer: int, x: Tensor) -> tuple[Tensor, Tensor]:
         sa = self.layers[layer].attention.self

@@ -10,6 +10,7 @@ is seeded. scikit-learn does the fitting; cross-validation is stratified with
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import ModuleType
 
 import numpy as np
 import torch
@@ -79,6 +80,123 @@ def pca_summary(x: np.ndarray, n_components: int = 10, seed: int = 0) -> PcaSumm
         ratios.append(pca.explained_variance_ratio_)
         coords.append(np.pad(z[:, :2], ((0, 0), (0, max(0, 2 - z.shape[1])))))
     return PcaSummary(explained_variance_ratio=np.array(ratios), coordinates=np.array(coords))
+
+
+#: Methods of :func:`nonlinear_maps`: scikit-learn's t-SNE, and UMAP from the optional
+#: package umap-learn (``pip install 'bertgeom[maps]'``).
+NONLINEAR_METHODS = ("tsne", "umap")
+#: Fewest genomes a non-linear map is drawn for (fewer are skipped with a note).
+MIN_MAP_GENOMES = 5
+
+
+@dataclass(frozen=True)
+class NonlinearMaps:
+    """A 2-D non-linear map per layer, or why there is none.
+
+    Attributes
+    ----------
+    method : "tsne" or "umap"
+    coordinates : (layer, genome, 2), or None when the map was skipped
+    parameter : the perplexity (t-SNE) or number of neighbours (UMAP) used, after clipping
+    note : why the map was skipped or what was clipped ("" = nothing to say)
+    """
+
+    method: str
+    coordinates: np.ndarray | None
+    parameter: float
+    note: str = ""
+
+
+def tsne_perplexity(perplexity: float, n_genomes: int) -> float:
+    """The perplexity t-SNE is run with: ``min(perplexity, (n_genomes - 1) / 3)``.
+
+    t-SNE needs perplexity < n_genomes, and scikit-learn looks at the ``3 * perplexity + 1``
+    nearest neighbours of each point; capping at (n - 1) / 3 keeps that neighbourhood within
+    the other genomes (from n = 91 up, the default 30 is used unchanged).
+    """
+    return float(min(perplexity, (n_genomes - 1) / 3))
+
+
+def import_umap() -> ModuleType | None:
+    """The ``umap`` module of umap-learn, None when it is not importable."""
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            # umap warns at import that its optional TensorFlow-based ParametricUMAP is
+            # unavailable; we only use umap.UMAP
+            warnings.filterwarnings("ignore", "Tensorflow not installed", ImportWarning)
+            import umap
+    except ImportError:
+        return None
+    return umap
+
+
+def nonlinear_maps(
+    x: np.ndarray,
+    method: str = "tsne",
+    seed: int = 0,
+    *,
+    perplexity: float = 30.0,
+    n_neighbors: int = 15,
+) -> NonlinearMaps:
+    """2-D t-SNE or UMAP map of the genomes, fitted per layer; the same seed gives the same map.
+
+    Parameters
+    ----------
+    x : (genome, layer, d_model)
+    method : "tsne" (scikit-learn: Barnes-Hut, PCA initialisation, automatic learning rate,
+        1000 iterations) or "umap" (umap-learn, when installed; one thread, so seeded runs
+        repeat exactly)
+    seed : random state of the fit
+    perplexity : t-SNE perplexity, clipped by :func:`tsne_perplexity` for small samples
+    n_neighbors : UMAP neighbourhood size, clipped to genome - 1
+
+    Returns
+    -------
+    NonlinearMaps; coordinates None with a note when there are fewer than
+    ``MIN_MAP_GENOMES`` genomes, or for UMAP when umap-learn is not installed
+    """
+    if method not in NONLINEAR_METHODS:
+        raise ValueError(f"method must be one of {NONLINEAR_METHODS}, got {method!r}")
+    x = _check(x)
+    n = x.shape[0]
+    if method == "tsne":
+        param: float = tsne_perplexity(perplexity, n)
+        asked: float = perplexity
+    else:
+        param, asked = float(min(n_neighbors, n - 1)), float(n_neighbors)
+    if n < MIN_MAP_GENOMES:
+        why = f"{method}: skipped, {n} genomes (a map needs at least {MIN_MAP_GENOMES})"
+        return NonlinearMaps(method, None, param, why)
+    if method == "tsne":
+        fit = _tsne(param, seed)
+    else:
+        umap = import_umap()
+        if umap is None:
+            why = "umap: skipped, umap-learn is not installed (pip install 'bertgeom[maps]')"
+            return NonlinearMaps(method, None, param, why)
+        fit = umap.UMAP(n_neighbors=int(param), n_components=2, random_state=seed, n_jobs=1)
+    coords = np.zeros((x.shape[1], n, 2))  # (layer, genome, 2)
+    for layer in range(x.shape[1]):
+        if x[:, layer].std(axis=0).max() > 1e-12:  # all genomes alike: a point at 0
+            coords[layer] = fit.fit_transform(x[:, layer])
+    name = "perplexity" if method == "tsne" else "n_neighbors"
+    note = f"{method}: {name} {asked:g} clipped to {param:.3g} for {n} genomes"
+    return NonlinearMaps(method, coords, param, note if param < asked else "")
+
+
+def _tsne(perplexity: float, seed: int):  # -> sklearn TSNE (lazy import)
+    from sklearn.manifold import TSNE
+
+    return TSNE(
+        n_components=2,
+        perplexity=perplexity,
+        init="pca",
+        learning_rate="auto",
+        max_iter=1000,
+        random_state=seed,
+    )
 
 
 def silhouette_by_layer(

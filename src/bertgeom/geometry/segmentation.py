@@ -20,6 +20,9 @@ gain 0, since T has the same total and the same diagonal as S).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+
 import torch
 from torch import Tensor
 
@@ -55,6 +58,41 @@ def _prefix(m: Tensor) -> Tensor:
     return out.cumsum(-1).cumsum(-2)
 
 
+@dataclass(frozen=True)
+class BlockTables:
+    """Prefix-sum tables of the matrices a segmentation is scored on (see ``block_tables``).
+
+    The dynamic programme only reads these, so tables of several batches of matrices with the
+    same ``pos`` (e.g. all layers of one batch of genomes) can be concatenated along a leading
+    dimension (``cat``) and solved in one pass of ``pos`` sequential steps.
+    """
+
+    diag_d: Tensor  # (..., pos+1) P_d[j, j]
+    sym_d: Tensor  # (..., pos+1, pos+1) P_d + P_dᵀ
+    diag_t: Tensor
+    sym_t: Tensor
+
+    @staticmethod
+    def cat(tables: Sequence[BlockTables], dim: int) -> BlockTables:
+        """The tables concatenated along ``dim`` (a leading dimension)."""
+        return BlockTables(
+            *(torch.cat([getattr(t, f.name) for t in tables], dim) for f in fields(BlockTables))
+        )
+
+
+def block_tables(d: Tensor, t: Tensor) -> BlockTables:
+    """The tables ``best_blocks`` needs for matrices ``d`` and ``t`` of shape (..., pos, pos)."""
+    pd, pt = _prefix(d), _prefix(t)
+    # row j of (P + Pᵀ) holds P[:, j] + P[j, :], contiguous: one read per step instead of a
+    # strided column gather
+    return BlockTables(
+        diag_d=pd.diagonal(dim1=-2, dim2=-1).contiguous(),
+        sym_d=(pd + pd.transpose(-1, -2)).contiguous(),
+        diag_t=pt.diagonal(dim1=-2, dim2=-1).contiguous(),
+        sym_t=(pt + pt.transpose(-1, -2)).contiguous(),
+    )
+
+
 def best_blocks(d: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
     """Maximum of Σ_blocks d(block x block) over contiguous segmentations, by dynamic programming.
 
@@ -71,23 +109,63 @@ def best_blocks(d: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
     gain : (...,) the maximal in-block mass of ``d``
     inside : (...,) the in-block mass of ``t`` for the maximising segmentation
     """
-    pd, pt = _prefix(d), _prefix(t)
-    p = d.shape[-1]
-    diag_d = pd.diagonal(dim1=-2, dim2=-1).contiguous()
-    diag_t = pt.diagonal(dim1=-2, dim2=-1).contiguous()
-    # row j of (P + Pᵀ) holds P[:, j] + P[j, :], contiguous: one read per step instead of a
-    # strided column gather
-    sym_d = (pd + pd.transpose(-1, -2)).contiguous()
-    sym_t = (pt + pt.transpose(-1, -2)).contiguous()
-    f = torch.zeros((*d.shape[:-2], p + 1), dtype=d.dtype, device=d.device)
-    g = torch.zeros_like(f)
+    return solve_blocks(block_tables(d, t))
+
+
+def solve_blocks(tables: BlockTables) -> tuple[Tensor, Tensor]:
+    """``best_blocks`` on precomputed tables: (gain, inside), each of the tables' batch shape."""
+    diag_d, sym_d, diag_t, sym_t = tables.diag_d, tables.sym_d, tables.diag_t, tables.sym_t
+    p = diag_d.shape[-1] - 1
+    f = torch.zeros_like(diag_d)
+    g = torch.zeros_like(diag_d)
     for j in range(1, p + 1):
         block_d = diag_d[..., j, None] - sym_d[..., j, :j] + diag_d[..., :j]
         block_t = diag_t[..., j, None] - sym_t[..., j, :j] + diag_t[..., :j]
-        best, arg = (f[..., :j] + block_d).max(-1)
-        f[..., j] = best
-        g[..., j] = (g[..., :j] + block_t).gather(-1, arg[..., None])[..., 0]
+        # argmax + gather, not max(-1): values-and-indices max is ~50x slower on multi-threaded
+        # CPUs (torch 2.x) for these short rows
+        cand = f[..., :j] + block_d
+        arg = cand.argmax(-1, keepdim=True)
+        f[..., j] = cand.gather(-1, arg)[..., 0]
+        g[..., j] = (g[..., :j] + block_t).gather(-1, arg)[..., 0]
     return f[..., p], g[..., p]
+
+
+@dataclass(frozen=True)
+class ClusterParts:
+    """What the cluster score needs before the dynamic programme: the block tables of
+    (S - T, T) and the reciprocity r, for (batch, head) matrices."""
+
+    tables: BlockTables
+    reciprocity: Tensor  # (batch, head)
+
+    @staticmethod
+    def cat(parts: Sequence[ClusterParts]) -> ClusterParts:
+        """Parts of the same genomes concatenated along the head dimension (e.g. all layers)."""
+        return ClusterParts(
+            BlockTables.cat([x.tables for x in parts], 1),
+            torch.cat([x.reciprocity for x in parts], 1),
+        )
+
+
+def cluster_parts(attn: Tensor, content: Tensor) -> ClusterParts:
+    """Everything of ``cluster_score`` up to the dynamic programme (arguments as there)."""
+    pair = content[:, :, None] & content[:, None, :]  # (batch, pos, pos)
+    a = attn.clamp(min=0) * pair[:, None]
+    s = (a * a.transpose(-1, -2)).sqrt()  # reciprocal attention R
+    total = s.sum((-1, -2), keepdim=True)
+    rows = a.sum(-1).gt(0).sum(-1)  # (batch, head) content rows that read content keys
+    reciprocity = (total[..., 0, 0] / rows.clamp(min=1)).clamp(max=1.0)
+    s = s / torch.where(total > 0, total, 1.0)
+    t = toeplitz_null(s, pair)
+    return ClusterParts(block_tables(s - t, t), reciprocity)
+
+
+def cluster_from_parts(parts: ClusterParts) -> Tensor:
+    """The cluster score (batch, head) from ``cluster_parts`` (one dynamic programme)."""
+    gain, inside = solve_blocks(parts.tables)
+    room = 1.0 - inside
+    score = torch.where(room > 1e-6, gain / room.clamp(min=1e-6), 0.0)
+    return score.clamp(0.0, 1.0) * parts.reciprocity
 
 
 def cluster_score(attn: Tensor, content: Tensor) -> Tensor:
@@ -106,15 +184,4 @@ def cluster_score(attn: Tensor, content: Tensor) -> Tensor:
     -------
     (batch, head) score in [0, 1]
     """
-    pair = content[:, :, None] & content[:, None, :]  # (batch, pos, pos)
-    a = attn.clamp(min=0) * pair[:, None]
-    s = (a * a.transpose(-1, -2)).sqrt()  # reciprocal attention R
-    total = s.sum((-1, -2), keepdim=True)
-    rows = a.sum(-1).gt(0).sum(-1)  # (batch, head) content rows that read content keys
-    reciprocity = (total[..., 0, 0] / rows.clamp(min=1)).clamp(max=1.0)
-    s = s / torch.where(total > 0, total, 1.0)
-    t = toeplitz_null(s, pair)
-    gain, inside = best_blocks(s - t, t)
-    room = 1.0 - inside
-    score = torch.where(room > 1e-6, gain / room.clamp(min=1e-6), 0.0)
-    return score.clamp(0.0, 1.0) * reciprocity
+    return cluster_from_parts(cluster_parts(attn, content))

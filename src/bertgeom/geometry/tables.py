@@ -266,11 +266,7 @@ def embedding_tables(
     counts = np.bincount(y, minlength=len(names))
     cv_ok = len(np.unique(y)) >= 2 and counts[counts > 0].min() >= 2
     for kind in ("cls", "mean"):
-        x = np.concatenate(
-            [np.concatenate(acc.per_genome[f"{kind}_0"]), np.concatenate(acc.per_genome[kind])], 1
-        )[sel].astype(np.float64)
-        # a layer whose vectors are all the same (the [CLS] embedding) has no distribution
-        live = np.flatnonzero(x.std(axis=0).max(axis=-1) > 1e-9)
+        x, live = _embedding_vectors(acc, kind, sel)
         if len(sel) < 3 or len(live) == 0:  # too few genomes for a distribution
             continue
         values, pca = _embedding_metrics(x[:, live], y, cv_ok, seed)
@@ -295,6 +291,71 @@ def embedding_tables(
             ]  # fmt: skip
     maps_frame = pd.concat(maps, ignore_index=True) if maps else pd.DataFrame()
     return pd.DataFrame(metrics), maps_frame, pd.DataFrame(ova_rows)
+
+
+def _embedding_vectors(
+    acc: GeometryAccumulator, kind: str, sel: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(genome, layer, d_model) ``kind`` vectors of the ``sel`` genomes (layer 0 = the
+    embeddings), and the layers whose vectors differ between genomes."""
+    x = np.concatenate(
+        [np.concatenate(acc.per_genome[f"{kind}_0"]), np.concatenate(acc.per_genome[kind])], 1
+    )[sel].astype(np.float64)
+    # a layer whose vectors are all the same (the [CLS] embedding) has no distribution
+    return x, np.flatnonzero(x.std(axis=0).max(axis=-1) > 1e-9)
+
+
+def nonlinear_map_table(
+    acc: GeometryAccumulator,
+    ids: Sequence[str],
+    labels: np.ndarray,
+    keep: np.ndarray,
+    names: Sequence[str],
+    methods: Sequence[str],
+    *,
+    seed: int = 0,
+    max_genomes: int = 2000,
+    perplexity: float = 30.0,
+    n_neighbors: int = 15,
+) -> tuple[pd.DataFrame, list[str], dict[str, float]]:
+    """2-D t-SNE / UMAP maps of the [CLS] and mean-pooled vectors per hidden state, over
+    ``keep`` genomes (a seeded subsample of at most ``max_genomes``: the fits cost
+    O(genome log genome) per layer and method).
+
+    Returns
+    -------
+    the table (seq_id, class, layer, kind, method, dim1, dim2; one row per genome, hidden
+    state, kind and method), notes on skipped or clipped maps, and seconds per method
+    """
+    import time
+
+    from bertgeom.geometry import embeddings as emb
+
+    sel = np.flatnonzero(keep)
+    if len(sel) > max_genomes:
+        rng = np.random.default_rng(seed)
+        sel = np.sort(rng.choice(sel, max_genomes, replace=False))
+    frames, notes, seconds = [], [], dict.fromkeys(methods, 0.0)
+    for kind in ("cls", "mean"):
+        x, live = _embedding_vectors(acc, kind, sel)
+        for method in methods:
+            t0 = time.perf_counter()
+            res = emb.nonlinear_maps(
+                x[:, live], method, seed, perplexity=perplexity, n_neighbors=n_neighbors
+            )
+            seconds[method] += time.perf_counter() - t0
+            if res.note and res.note not in notes:
+                notes.append(res.note)
+            if res.coordinates is None:
+                continue
+            for j, layer in enumerate(live):
+                frames.append(pd.DataFrame({
+                    "seq_id": np.asarray(ids)[sel], "class": np.asarray(names)[labels[sel]],
+                    "layer": layer, "kind": kind, "method": method,
+                    "dim1": res.coordinates[j, :, 0], "dim2": res.coordinates[j, :, 1],
+                }))  # fmt: skip
+    table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    return table, notes, seconds
 
 
 def _embedding_metrics(

@@ -28,6 +28,7 @@ TRACKED_PACKAGES = (
     "safetensors",
     "scikit-learn",
     "matplotlib",
+    "umap-learn",
 )
 
 

@@ -38,6 +38,7 @@ class AnalyzeSummary:
     seconds: float
     genomes_per_s: float
     outputs: tuple[str, ...]
+    notes: tuple[str, ...] = ()
 
 
 def select_genomes(df: pd.DataFrame, max_genomes: int, seed: int) -> pd.DataFrame:
@@ -92,7 +93,7 @@ def run(
     included = np.ones(len(y), bool) if config.all_genomes else correct
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    written = _write_outputs(out, acc, bundle, df, y, pred, included, keep_maps, config)
+    written, extra = _write_outputs(out, acc, bundle, df, y, pred, included, keep_maps, config)
     write_manifest(
         out,
         "analyze",
@@ -104,6 +105,7 @@ def run(
             "n_correct": int(correct.sum()),
             "seconds": seconds,
             "device": dev,
+            **extra,
         },
     )
     return AnalyzeSummary(
@@ -113,6 +115,7 @@ def run(
         seconds,
         len(y) / max(seconds, 1e-9),
         tuple(written),
+        tuple(extra.get("notes", ())),
     )
 
 
@@ -201,10 +204,13 @@ def _write_outputs(
     included: np.ndarray,
     keep_maps: np.ndarray,
     config: AnalyzeConfig,
-) -> list[str]:
+) -> tuple[list[str], dict[str, Any]]:
+    """Tables, maps and figures; returns the file names and extra manifest summary entries
+    (``notes`` on skipped or clipped embedding maps, ``map_seconds`` per method)."""
     from bertgeom.geometry import tables
 
     names, ids = bundle.labels, df.id.to_numpy()
+    extra: dict[str, Any] = {}
     classes = np.asarray(names)[y]
     written: list[str] = []
     t: dict[str, pd.DataFrame] = {"genomes": pd.DataFrame({
@@ -219,6 +225,16 @@ def _write_outputs(
         t["embeddings"], t["embedding_maps"], t["one_vs_all"] = tables.embedding_tables(
             acc, ids, y, included, names, seed=config.seed
         )
+        if "pca" not in config.maps:
+            del t["embedding_maps"]
+        methods = [m for m in config.maps if m != "pca"]
+        if methods:
+            t["nonlinear_maps"], notes, map_seconds = tables.nonlinear_map_table(
+                acc, ids, y, included, names, methods, seed=config.seed,
+                max_genomes=config.map_genomes, perplexity=config.perplexity,
+                n_neighbors=config.n_neighbors,
+            )  # fmt: skip
+            extra = {"notes": notes, "map_seconds": map_seconds}
     if acc.wants("gates"):
         t["gates"] = tables.gates_table(acc, names, config.all_genomes)
         t["row_entropy"] = tables.row_entropy_table(acc, y, included, names)
@@ -234,7 +250,7 @@ def _write_outputs(
         written += _write_table(out, name, table)
     written += _write_maps(out, acc, ids, classes, keep_maps, names, config.all_genomes)
     written += _write_figures(out, t, acc, bundle, names, config)
-    return written
+    return written, extra
 
 
 def _write_maps(

@@ -48,7 +48,7 @@ def figures(
                 yield f"domains_{cls}", g.domain_share_heatmap(t["domains"], cls)
     if "embeddings" in t and not t["embeddings"].empty:
         yield "separability", g.separability_curves(t["embeddings"], embeddings_at_0=True)
-        yield "embedding_maps", g.embedding_maps(t["embedding_maps"], "cls", embeddings_at_0=True)
+    yield from _embedding_map_figures(t)
     if "direction" in t:
         yield "directionality", g.directionality_map(t["direction"])
     if "flow" in t and not t["flow"].empty:
@@ -70,3 +70,23 @@ def figures(
                         f"{cls}: class-mean attention, layer {last}, heads averaged",
                     ),
                 )
+
+
+def _embedding_map_figures(t: dict[str, pd.DataFrame]) -> Iterator[tuple[str, Any]]:
+    """PCA (``embedding_maps``), t-SNE and UMAP (``embedding_maps_<method>``) maps of the
+    [CLS] vectors per hidden state."""
+    from bertgeom.plots import geometry as g
+
+    pca = t.get("embedding_maps")
+    if pca is not None and not pca.empty and (pca["kind"] == "cls").any():
+        yield "embedding_maps", g.embedding_maps(pca, "cls", embeddings_at_0=True)
+    other = t.get("nonlinear_maps")
+    if other is None or other.empty:
+        return
+    for method in dict.fromkeys(other["method"]):
+        rows = other[(other["method"] == method) & (other["kind"] == "cls")]
+        if not rows.empty:
+            yield (
+                f"embedding_maps_{method}",
+                g.embedding_maps(rows, "cls", method=method, embeddings_at_0=True),
+            )

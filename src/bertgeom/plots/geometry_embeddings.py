@@ -1,4 +1,5 @@
-"""Per-layer embedding figures: 2-D PCA maps by class, and class separability over layers.
+"""Per-layer embedding figures: 2-D PCA, t-SNE and UMAP maps by class, and class separability
+over layers.
 
 Each function takes computed results and returns a matplotlib Figure; it never computes a
 measure and never saves (the pipeline decides file names).
@@ -30,6 +31,12 @@ METRIC_LABELS: dict[str, str] = {
     "anisotropy": "anisotropy (mean cosine)",
     "pca1_variance": "PC1 explained variance",
 }
+#: Map method -> (name in titles and axis labels, coordinate columns of its table).
+MAP_STYLE: dict[str, tuple[str, tuple[str, str]]] = {
+    "pca": ("PCA", ("pc1", "pc2")),
+    "tsne": ("t-SNE", ("dim1", "dim2")),
+    "umap": ("UMAP", ("dim1", "dim2")),
+}
 _KIND_STYLE: dict[str, dict[str, Any]] = {
     "cls": {"color": "#0072B2", "marker": "o", "ls": "-", "label": "[CLS] vector"},
     "mean": {"color": "#D55E00", "marker": "s", "ls": "--", "label": "mean of token vectors"},
@@ -41,16 +48,19 @@ def embedding_maps(
     kind: str = "cls",
     layers: Sequence[int] | None = None,
     *,
+    method: str = "pca",
     embeddings_at_0: bool = False,
 ) -> Any:
-    """Grid of PC1-PC2 scatter plots, one per layer, genomes coloured by class.
+    """Grid of 2-D map scatter plots, one per layer, genomes coloured by class.
 
     Parameters
     ----------
-    embedding_maps : tidy table with columns class, layer, kind, pc1, pc2 (one row per genome
-        and layer)
+    embedding_maps : tidy table with columns class, layer, kind and, for ``pca``, pc1, pc2
+        (``embedding_maps``), else method, dim1, dim2 (``nonlinear_maps``); one row per genome
+        and layer (and method)
     kind : "cls" ([CLS] vectors) or "mean" (mean-pooled token vectors)
     layers : layers to draw (default: every layer in the table)
+    method : "pca", "tsne" or "umap"; t-SNE and UMAP axes have no units, so no tick labels
     embeddings_at_0 : the table's layer 0 is the embedding output and layer l the output of
         the l-th encoder layer (hidden states); panels are titled accordingly
 
@@ -58,18 +68,24 @@ def embedding_maps(
     -------
     matplotlib Figure (one axes per layer)
     """
-    table = require(embedding_maps, ("class", "layer", "kind", "pc1", "pc2"), "embedding maps")
+    if method not in MAP_STYLE:
+        raise ConfigError(f"unknown map method {method!r}; methods: {', '.join(MAP_STYLE)}")
+    title, (c1, c2) = MAP_STYLE[method]
+    need = ("class", "layer", "kind", c1, c2) + (("method",) if method != "pca" else ())
+    table = require(embedding_maps, need, f"{title} maps")
+    if method != "pca":
+        table = table[table["method"] == method]
     table = table[table["kind"] == kind]
     if table.empty:
         raise ConfigError(
-            f"no rows of kind {kind!r} in the embedding maps; kinds: "
+            f"no rows of kind {kind!r} in the {title} maps; kinds: "
             f"{sorted(embedding_maps['kind'].unique())}"
         )
     have = sorted(int(x) for x in table["layer"].unique())
     chosen = have if layers is None else [int(x) for x in layers]
     missing = [x for x in chosen if x not in have]
     if missing or not chosen:
-        raise ConfigError(f"layers {missing or chosen} not in the embedding maps; layers: {have}")
+        raise ConfigError(f"layers {missing or chosen} not in the {title} maps; layers: {have}")
     classes = order_classes(table["class"].unique())
     sizes = table[table["layer"] == chosen[0]]["class"].value_counts()
     draw_order = sorted(classes, key=lambda c: -sizes.get(c, 0))  # small classes on top
@@ -90,8 +106,8 @@ def embedding_maps(
         for z, cls in enumerate(draw_order):
             c = rows[rows["class"] == cls]
             ax.scatter(
-                c["pc1"],
-                c["pc2"],
+                c[c1],
+                c[c2],
                 s=marker,
                 color=class_colour(cls),
                 alpha=0.65,
@@ -101,8 +117,10 @@ def embedding_maps(
             )
         ax.set_title(_layer_name(layer, embeddings_at_0), fontsize=10)
         ax.tick_params(labelsize=7)
-        ax.set_xlabel("PC1", fontsize=8)
-        ax.set_ylabel("PC2", fontsize=8)
+        if method != "pca":
+            ax.tick_params(labelbottom=False, labelleft=False)
+        ax.set_xlabel(f"{title} 1" if method != "pca" else "PC1", fontsize=8)
+        ax.set_ylabel(f"{title} 2" if method != "pca" else "PC2", fontsize=8)
     for ax in axes.flat[len(chosen) :]:
         fig.delaxes(ax)
     from matplotlib.lines import Line2D
@@ -126,7 +144,7 @@ def embedding_maps(
         if kind == "mean"
         else kind
     )
-    fig.suptitle(f"PCA of the {what}, per layer")
+    fig.suptitle(f"{title} of the {what}, per layer")
     return fig
 
 

@@ -112,7 +112,9 @@ DEFINITIONS: tuple[tuple[str, str, str], ...] = (
         "(balanced accuracy, 0.5 = chance); adjusted Rand index of k-means (k = classes) "
         "against the classes; anisotropy, the mean cosine of random pairs of genomes. "
         "Cross-validation is stratified, with at most as many folds as the smallest class has "
-        "genomes.",
+        "genomes. Non-linear 2-D maps per hidden state: t-SNE (scikit-learn, Barnes-Hut, PCA "
+        "initialisation, perplexity clipped to (n − 1) / 3 for n genomes) and, when umap-learn "
+        "is installed, UMAP, on a seeded subsample of genomes.",
         "anisotropy = mean_{(i,j), i≠j} cos(x_i, x_j)",
     ),
     (
@@ -159,6 +161,13 @@ def _thresholds(run: RunArtefacts) -> pd.DataFrame:
          inspect.signature(knn_accuracy).parameters["n_neighbors"].default,
          "embeddings module default"),
     ]  # fmt: skip
+    for key, name in (
+        ("perplexity", "t-SNE perplexity"),
+        ("n_neighbors", "UMAP neighbours"),
+        ("map_genomes", "genomes in t-SNE / UMAP maps (at most)"),
+    ):
+        if key in cfg:
+            rows.append(("embeddings", name, cfg[key], "analyze config"))
     for key in ("max_n_good", "max_n_mediocre", "max_ambiguous_good"):
         if key in run.prepared.config:
             rows.append(("QC", key, run.prepared.config[key], "prepare config"))

@@ -7,10 +7,10 @@ from __future__ import annotations
 import pandas as pd
 
 from bertgeom.report import findings
-from bertgeom.report.artefacts import RunArtefacts
+from bertgeom.report.artefacts import RunArtefacts, StageArtefacts
 from bertgeom.report.common import missing_file, source_table, tables
 from bertgeom.report.geometry_sections import class_order, fig, need, scope, start
-from bertgeom.report.html import Section, esc, para, table
+from bertgeom.report.html import Section, esc, gallery, note, para, table
 
 #: Embedding metrics of ``embeddings.tsv`` -> column titles, in display order.
 METRIC_NAMES = {
@@ -125,7 +125,8 @@ def entropy_section(run: RunArtefacts) -> Section:
 
 
 def embeddings_section(run: RunArtefacts) -> Section:
-    """Separability of the [CLS] and mean-pooled vectors over hidden states, PCA maps."""
+    """Separability of the [CLS] and mean-pooled vectors over hidden states; PCA, t-SNE and
+    UMAP maps."""
     title = "Embeddings and separability"
     a, body, done = start(run, title)
     if done:
@@ -141,12 +142,7 @@ def embeddings_section(run: RunArtefacts) -> Section:
         "the [CLS] and the mean-pooled token vectors.",
         "separability",
     )
-    body += fig(
-        a,
-        "embedding_maps",
-        "First two principal components of the [CLS] vectors per hidden state, coloured by class.",
-        "PCA maps",
-    )
+    body += _map_figures(a)
     if emb is not None:
         for kind, name in (("cls", "[CLS] vectors"), ("mean", "mean-pooled token vectors")):
             sub = emb[emb["kind"] == kind]
@@ -180,6 +176,48 @@ def embeddings_section(run: RunArtefacts) -> Section:
             source_table(a, "one_vs_all", "per (hidden state, kind, class): probe accuracy"),
         ),
     )
+
+
+#: Non-linear maps -> (figure caption, alternative text).
+MAP_CAPTIONS = {
+    "tsne": ("t-SNE", "t-SNE maps"),
+    "umap": ("UMAP", "UMAP maps"),
+}
+
+
+def _map_figures(a: StageArtefacts) -> str:
+    """The PCA, t-SNE and UMAP maps of the [CLS] vectors side by side, with the notes on maps
+    that were skipped or whose perplexity / neighbourhood was clipped."""
+    methods = str(a.config.get("map_methods", "pca")).split(",")
+    figs = []
+    if "pca" in methods or "embedding_maps" in a.figures:
+        figs.append(fig(
+            a, "embedding_maps",
+            "First two principal components of the [CLS] vectors per hidden state, coloured by "
+            "class.", "PCA maps",
+        ))  # fmt: skip
+    for method, (name, alt) in MAP_CAPTIONS.items():
+        if f"embedding_maps_{method}" in a.figures:
+            figs.append(fig(
+                a, f"embedding_maps_{method}",
+                f"{name} map of the [CLS] vectors per hidden state, coloured by class (fitted per "
+                "hidden state; neighbourhoods are kept, distances between clusters and the axes "
+                "mean nothing).", alt,
+            ))  # fmt: skip
+    out = gallery(figs)
+    notes = [str(n) for n in a.summary.get("notes") or () if str(n).split(":")[0] in MAP_CAPTIONS]
+    if notes:
+        out += note("2-D maps: " + "; ".join(esc(n) for n in notes) + ".")
+    cfg = a.config
+    if any(f"embedding_maps_{m}" in a.figures for m in MAP_CAPTIONS) and "map_genomes" in cfg:
+        out += para(
+            f"The t-SNE and UMAP maps use at most {int(cfg['map_genomes']):,} genomes (a seeded "
+            f"subsample); t-SNE perplexity {esc(cfg.get('perplexity'))}, UMAP "
+            f"{esc(cfg.get('n_neighbors'))} neighbours (both clipped for small samples); the "
+            "coordinates of the [CLS] and mean-pooled vectors are in "
+            "<code>analyze/nonlinear_maps.tsv</code>."
+        )
+    return out
 
 
 def flow_section(run: RunArtefacts) -> Section:
