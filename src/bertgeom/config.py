@@ -116,6 +116,9 @@ class TrainConfig:
         A ``bertgeom pretrain`` output directory whose encoder weights start training.
     threads
         torch CPU threads (0 = torch's default).
+    compile
+        ``torch.compile`` the training forward pass (a one-off compilation, then faster steps,
+        mainly on GPU; needs a C++ compiler on CPU). Weights and checkpoints are unaffected.
     mask_prob
         ``pretrain`` only: share of k-mer tokens masked.
     """
@@ -140,6 +143,7 @@ class TrainConfig:
     max_steps: int = 0
     init_from: str = ""
     threads: int = 0
+    compile: bool = False
     mask_prob: float = 0.15
 
     def __post_init__(self) -> None:

@@ -125,6 +125,8 @@ def build_optimizer(model: Any, config: TrainConfig, total_steps: int) -> tuple[
         ],
         lr=config.lr,
         eps=config.adam_eps,
+        # one fused kernel for the whole update on CUDA (110 M parameters in base)
+        fused=bool(params) and all(p.is_cuda for p in params),
     )
     warmup = int(config.warmup_ratio * total_steps)
     return opt, get_linear_schedule_with_warmup(opt, warmup, max(total_steps, 1))

@@ -192,6 +192,7 @@ class _Run:
     data: _Data
     state: _Progress
     n_batches: int
+    forward: Any = None  # the model, or its torch.compile wrapper (same parameters)
 
 
 def _train_epoch(run: _Run, bar: Any) -> tuple[float, int, float]:
@@ -205,22 +206,28 @@ def _train_epoch(run: _Run, bar: Any) -> tuple[float, int, float]:
     cfg, st, d, rt = run.config, run.state, run.data, run.rt
     order = data.epoch_order(d.y_train, st.epoch, cfg.seed, cfg.balance)
     weight = None if d.weights is None else torch.from_numpy(d.weights).to(rt.device)
-    losses, seen, t0 = [], 0, time.perf_counter()
+    losses: list[float] = []
+    pending: list[Any] = []
+    seen, t0 = 0, time.perf_counter()
     run.model.train()
     while st.batch < run.n_batches and not (cfg.max_steps and st.step >= cfg.max_steps):
         idx = order[st.batch * cfg.batch_size : (st.batch + 1) * cfg.batch_size]
         batch = {k: v.to(rt.device) for k, v in data.collate(d.x_train[idx]).items()}
         target = torch.from_numpy(d.y_train[idx]).to(rt.device)
         with loop.autocast(rt):
-            logits = run.model(**batch).logits.float()  # (batch, n_classes)
+            logits = run.forward(**batch).logits.float()  # (batch, n_classes)
         loss = F.cross_entropy(logits, target, weight=weight)
         loop.optimizer_step(run.model, run.opt, run.sched, loss, cfg.grad_clip)
-        losses.append(float(loss.detach()))
+        pending.append(loss.detach())  # read back every 10 steps: no device sync per step
         st.batch, st.step, seen = st.batch + 1, st.step + 1, seen + len(idx)
         bar.update()
         if st.step % 10 == 0 or st.batch == run.n_batches:
+            losses.extend(torch.stack(pending).float().cpu().tolist())
+            pending.clear()
             rate = seen / (time.perf_counter() - t0)
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}", spikes_s=f"{rate:.1f}")
+    if pending:
+        losses.extend(torch.stack(pending).float().cpu().tolist())
     return float(np.mean(losses)) if losses else math.nan, seen, time.perf_counter() - t0
 
 
@@ -284,7 +291,8 @@ def _setup(prepared: Path, out: Path, config: TrainConfig, resume: bool) -> _Run
     model = _build_model(config, d, rt)
     n_batches = math.ceil(len(d.y_train) / config.batch_size)
     opt, sched = loop.build_optimizer(model, config, config.epochs * n_batches)
-    run = _Run(model, opt, sched, rt, config, d, _Progress(), n_batches)
+    forward = torch.compile(model) if config.compile else model
+    run = _Run(model, opt, sched, rt, config, d, _Progress(), n_batches, forward)
     if ckpt is not None:
         ckpt_io.restore_states(ckpt, _parts(run), d.labels)
         run.state = _Progress(**ckpt["progress"])
