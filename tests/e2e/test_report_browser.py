@@ -58,7 +58,7 @@ def rendered(tmp_path_factory) -> Path:
 
 
 def test_every_section_and_image_renders(rendered, tmp_path):
-    check_page(rendered, tmp_path, expected_images=18)
+    check_page(rendered, tmp_path, expected_images=19)  # as in test_report: PCA + t-SNE maps
 
 
 def check_page(page: Path, tmp_path: Path, expected_images: int | None = None) -> None:

@@ -39,6 +39,7 @@ SECTION_TITLES = (
     "Stream-point flow",
     "Methods",
 )
+UMAP_NOTE = "umap: skipped, umap-learn is not installed (pip install 'bertgeom[maps]')"
 VERSIONS = {"python": "3.11.7", "bertgeom": "0.1.0", "numpy": "2.4.6", "pandas": "3.1.1"}
 
 
@@ -225,12 +226,15 @@ def _analyze(root: Path) -> None:
                                      "included": [True, True],
                                      "mutations": ["S:N501Y", ""]}))  # fmt: skip
     names = ["gate_grid", "gate_scores", "entropy_k", "cone_curves", "spectra", "separability",
-             "embedding_maps", "directionality", "flow"]  # fmt: skip
+             "embedding_maps", "embedding_maps_tsne", "directionality", "flow"]  # fmt: skip
     names += [f"attention_{c}" for c in CLASSES] + [f"domains_{c}" for c in CLASSES]
     for i, name in enumerate(names):
         (d / "figures" / f"{name}.png").write_bytes(png(60, 40, (20 * i % 255, 120, 80)))
-    _manifest(d, "analyze", {"split": "test", "all_genomes": False, "window": 3, "alpha": 0.05},
-              {"n_genomes": 2}, ["bertgeom", "analyze", "--note", "<i>x</i>"])  # fmt: skip
+    _manifest(d, "analyze", {"split": "test", "all_genomes": False, "window": 3, "alpha": 0.05,
+                             "map_methods": "pca,tsne,umap", "map_genomes": 2000,
+                             "perplexity": 30.0, "n_neighbors": 15},
+              {"n_genomes": 2, "notes": [UMAP_NOTE], "map_seconds": {"tsne": 1.0, "umap": 0.0}},
+              ["bertgeom", "analyze", "--note", "<i>x</i>"])  # fmt: skip
 
 
 def make_run_dir(root: Path, stages: tuple[str, ...] = ("prepared", "model", "evaluate",
@@ -288,7 +292,7 @@ def test_report_is_one_self_contained_file(full_report):
     page = parse(full_report)
     assert [h for h in page.h2 if h != "Contents"] == list(SECTION_TITLES)
     imgs = [a for t, a in page.tags if t == "img"]
-    assert len(imgs) == 18  # 3 classification, 15 geometry
+    assert len(imgs) == 19  # 3 classification, 16 geometry
     assert all((a.get("src") or "").startswith("data:image/png;base64,") for a in imgs)
     assert not [t for t, _ in page.tags if t in ("script", "link", "iframe", "object")]
     for _, attrs in page.tags:
@@ -333,6 +337,20 @@ def test_report_states_computed_findings(full_report):
     assert "0.05 / 8 (layers × heads)" in text
     for word in ("nan", "NaN", "None", "TODO", "placeholder", "lorem"):
         assert f" {word} " not in f" {text} ", word
+
+
+def test_embedding_maps_side_by_side_with_notes(full_report):
+    html = full_report.read_text(encoding="utf-8")
+    section = html[html.index("<h2>Embeddings and separability<") + 4 :]
+    section = section[: section.index("<h2")]
+    gallery = section[section.index('<div class="gallery">') :]
+    gallery = gallery[: gallery.index("</div>")]
+    assert gallery.count("<img") == 2  # PCA and t-SNE next to each other (no UMAP figure)
+    assert 'alt="PCA maps"' in gallery and 'alt="t-SNE maps"' in gallery
+    text = " ".join("".join(parse(full_report).text).split())
+    assert "2-D maps: umap: skipped, umap-learn is not installed (pip install" in text
+    assert "The t-SNE and UMAP maps use at most 2,000 genomes" in text
+    assert "t-SNE perplexity" in text and "UMAP neighbours" in text  # methods: parameters
 
 
 def test_inputs_from_another_run_are_flagged(tmp_path):

@@ -183,3 +183,14 @@ def test_umap_when_installed_separates_and_is_seeded():
     assert knn_accuracy(a.coordinates.transpose(1, 0, 2), y)[1] == 1.0
     small = nonlinear_maps(x[:6], "umap", n_neighbors=15)
     assert small.parameter == 5 and "n_neighbors 15 clipped to 5" in small.note
+    # groups of near-identical genomes: UMAP's graph falls apart; its warning becomes a note
+    rng = np.random.default_rng(6)
+    sizes = rng.integers(1, 40, size=10)
+    groups = np.repeat(rng.normal(size=(10, 1, 16)) * 5, sizes, 0)
+    groups += rng.normal(size=groups.shape) * 1e-3
+    apart = nonlinear_maps(groups, "umap")
+    assert apart.note == (
+        "umap: Graph is not fully connected, spectral embedding may not work as expected "
+        "(1 of 1 layers)"
+    )
+    assert np.isfinite(apart.coordinates).all()

@@ -146,8 +146,7 @@ def nonlinear_maps(
     ----------
     x : (genome, layer, d_model)
     method : "tsne" (scikit-learn: Barnes-Hut, PCA initialisation, automatic learning rate,
-        1000 iterations) or "umap" (umap-learn, when installed; one thread, so seeded runs
-        repeat exactly)
+        1000 iterations) or "umap" (umap-learn, when installed); both run on one thread
     seed : random state of the fit
     perplexity : t-SNE perplexity, clipped by :func:`tsne_perplexity` for small samples
     n_neighbors : UMAP neighbourhood size, clipped to genome - 1
@@ -177,13 +176,51 @@ def nonlinear_maps(
             why = "umap: skipped, umap-learn is not installed (pip install 'bertgeom[maps]')"
             return NonlinearMaps(method, None, param, why)
         fit = umap.UMAP(n_neighbors=int(param), n_components=2, random_state=seed, n_jobs=1)
-    coords = np.zeros((x.shape[1], n, 2))  # (layer, genome, 2)
-    for layer in range(x.shape[1]):
-        if x[:, layer].std(axis=0).max() > 1e-12:  # all genomes alike: a point at 0
-            coords[layer] = fit.fit_transform(x[:, layer])
+    # UMAP warns (UserWarning) when the neighbour graph falls apart, as with many identical
+    # genomes, and then lays it out otherwise: a note on the map, not a warning
+    coords, warned = _fit_layers(fit, x, (UserWarning,) if method == "umap" else ())
     name = "perplexity" if method == "tsne" else "n_neighbors"
-    note = f"{method}: {name} {asked:g} clipped to {param:.3g} for {n} genomes"
-    return NonlinearMaps(method, coords, param, note if param < asked else "")
+    notes = []
+    if param < asked:
+        notes.append(f"{method}: {name} {asked:g} clipped to {param:.3g} for {n} genomes")
+    notes += [f"{method}: {m} ({k} of {x.shape[1]} layers)" for m, k in warned.items()]
+    return NonlinearMaps(method, coords, param, "; ".join(notes))
+
+
+def _fit_layers(
+    fit,  # noqa: ANN001 (a TSNE or UMAP estimator)
+    x: np.ndarray,
+    as_notes: tuple[type[Warning], ...] = (),
+) -> tuple[np.ndarray, dict[str, int]]:
+    """(layer, genome, 2) coordinates of ``fit`` per layer (one thread), and the text of each
+    warning of the ``as_notes`` categories with the number of layers that raised it; every
+    other warning passes on."""
+    import warnings
+
+    from threadpoolctl import threadpool_limits
+
+    coords = np.zeros((x.shape[1], x.shape[0], 2))  # (layer, genome, 2)
+    warned: dict[str, int] = {}
+    # one thread: t-SNE's Barnes-Hut gradient meets OpenMP barriers every iteration, and with
+    # the cores shared (torch's own OpenMP runtime in this process, other jobs) two threads
+    # ran 3-40x slower than one here (2,000 genomes: 57 s against 19 s)
+    with threadpool_limits(1):
+        for layer in range(x.shape[1]):
+            if x[:, layer].std(axis=0).max() <= 1e-12:  # all genomes alike: a point at 0
+                continue
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                coords[layer] = fit.fit_transform(x[:, layer])
+            seen = set()
+            for w in caught:
+                if not issubclass(w.category, as_notes):
+                    warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+                    continue
+                text = " ".join(str(w.message).split()).rstrip(".")
+                if text not in seen:
+                    seen.add(text)
+                    warned[text] = warned.get(text, 0) + 1
+    return coords, warned
 
 
 def _tsne(perplexity: float, seed: int):  # -> sklearn TSNE (lazy import)
