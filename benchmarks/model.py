@@ -103,6 +103,12 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=0, help="our batch (0 = 256 GPU / 32 CPU)")
     ap.add_argument("--steps", type=int, default=0, help="timed steps (0 = 20 GPU / 3 CPU)")
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument(
+        "--compile",
+        choices=("auto", "yes", "no"),
+        default="auto",
+        help="add torch.compile rows (auto: on GPU only; CPU compilation takes minutes)",
+    )
     args = ap.parse_args()
 
     import torch
@@ -144,10 +150,13 @@ def main() -> None:
     research = research_tokenize(raw, lookup)
     labels = np.arange(len(df)) % 8
     for preset in args.preset:
-        for way, impl, bf16, ids, bs in (
-            ("bertgeom", "sdpa", gpu, ours, batch),
-            ("research code", "eager", False, research, 4),
-        ):
+        ways = [
+            ("bertgeom", "sdpa", gpu, ours, batch, False),
+            ("research code", "eager", False, research, 4, False),
+        ]
+        if args.compile == "yes" or (args.compile == "auto" and gpu):
+            ways.insert(1, ("bertgeom + torch.compile", "sdpa", gpu, ours, batch, True))
+        for way, impl, bf16, ids, bs, compiled in ways:
             cfg = bert_config(
                 preset,
                 max(vocab.size, raw_vocab.size),
@@ -155,6 +164,8 @@ def main() -> None:
                 [f"c{i}" for i in range(8)],
             )
             model = build_classifier(cfg, 0, impl).to(device)
+            if compiled:
+                model = torch.compile(model)
             n_steps = steps if bs > 4 else steps * 4
             rows.append(
                 (preset, "inference", way, infer_rate(model, ids, bs, device, bf16, n_steps))

@@ -99,13 +99,16 @@ class TrainConfig:
         Tokenization (:mod:`bertgeom.tokens`); the vocabulary comes from the training split.
     epochs, batch_size, lr, weight_decay, adam_eps, warmup_ratio, grad_clip
         AdamW with linear warm-up over ``warmup_ratio`` of the steps, then linear decay, and
-        gradient-norm clipping (science.md §1). ``lr`` is higher than the paper's 2e-5 because
-        the encoder is trained from scratch, not fine-tuned.
+        gradient-norm clipping (science.md §1). ``epochs``, ``batch_size`` and ``lr`` left at 0
+        (and ``patience`` at -1) take the preset's recipe (``bertgeom.model.presets.RECIPES``)
+        when the config is built, so a saved config always holds the values used (a config
+        copied with ``dataclasses.replace`` keeps the values it has). ``lr`` is higher than the
+        paper's 2e-5 because the encoder is trained from scratch, not fine-tuned.
     balance
         Class balance: ``sampler`` (inverse-frequency sampling), ``weights`` (weighted loss) or
         ``none``.
     patience
-        Early stopping: epochs without a better validation macro-F1.
+        Early stopping: epochs without a better validation macro-F1 (0 = never stop early).
     seed
         Seeds Python, numpy and torch; data order per epoch derives from (seed, epoch).
     device, precision
@@ -128,15 +131,15 @@ class TrainConfig:
     stride: int = 9
     token_mode: str = "aligned"
     min_count: int = 1
-    epochs: int = 2
-    batch_size: int = 16
-    lr: float = 5e-4
+    epochs: int = 0
+    batch_size: int = 0
+    lr: float = 0.0
     weight_decay: float = 0.01
     adam_eps: float = 1e-8
     warmup_ratio: float = 0.1
     grad_clip: float = 1.0
     balance: str = "sampler"
-    patience: int = 3
+    patience: int = -1
     seed: int = 42
     device: str = "auto"
     precision: str = "auto"
@@ -147,6 +150,15 @@ class TrainConfig:
     mask_prob: float = 0.15
 
     def __post_init__(self) -> None:
+        from bertgeom.model.presets import RECIPES
+
+        _check(self.preset in RECIPES, "preset", f"must be one of {', '.join(RECIPES)}")
+        recipe = RECIPES[self.preset]
+        for name in ("epochs", "batch_size", "lr"):
+            if getattr(self, name) == 0:
+                object.__setattr__(self, name, getattr(recipe, name))
+        if self.patience < 0:
+            object.__setattr__(self, "patience", recipe.patience)
         _check(self.token_mode in ("aligned", "raw"), "token_mode", "must be aligned or raw")
         _check(1 <= self.k <= 21, "k", "must be in 1..21")
         _check(self.stride >= 1, "stride", "must be >= 1")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import numpy as np
@@ -109,10 +110,19 @@ def test_table_invariants(full_run):
         assert z["genome_maps"].shape[1:3] == mean.shape[:2]
 
 
-def test_one_batch_equals_many(tiny_model, ci_prepared, tmp_path):
+def test_one_batch_equals_many(tiny_model, ci_prepared, tmp_path, monkeypatch):
+    """Batch size 8, 3, and 8 with the cluster tables solved after every layer instead of once
+    per batch (a hold budget of 1 byte): the same tables."""
+    import functools
+
+    from bertgeom.geometry import accumulate
+
     tables = []
-    for bs in (8, 3):
-        out = tmp_path / f"bs{bs}"
+    for bs, hold in ((8, None), (3, None), (8, 1)):
+        out = tmp_path / f"bs{bs}_{hold}"
+        if hold is not None:
+            options = functools.partial(accumulate.AccumulatorOptions, cluster_hold_bytes=hold)
+            monkeypatch.setattr(accumulate, "AccumulatorOptions", options)
         cfg = AnalyzeConfig(split="all", all_genomes=True, max_genomes=8, only=FAST, batch_size=bs)
         analyze.run(tiny_model, ci_prepared, out, cfg, progress=False)
         tables.append(
@@ -121,8 +131,8 @@ def test_one_batch_equals_many(tiny_model, ci_prepared, tmp_path):
                 for n in ("gates", "domains", "cone_summary", "direction")
             }
         )
-    for name in tables[0]:
-        a, b = tables[0][name], tables[1][name]
+    for name, other in itertools.product(tables[0], (1, 2)):
+        a, b = tables[0][name], tables[other][name]
         num = a.select_dtypes("number").columns
         assert a.drop(columns=num).equals(b.drop(columns=num)), name
         assert np.allclose(

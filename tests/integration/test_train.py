@@ -163,3 +163,18 @@ def test_compiled_training_takes_the_same_steps_as_eager(prepared, tmp_path, mon
     )
     bundle = load_model_dir(tmp_path / "compiled")
     assert not any(k.startswith("_orig_mod") for k in bundle.model.state_dict())
+
+
+def test_resume_accepts_an_older_checkpoint_and_a_compile_switch(prepared, tmp_path):
+    from bertgeom.model.checkpoint import load_checkpoint
+
+    config = replace(FAST, epochs=1, batch_size=32, max_steps=1)
+    train_stage.run(prepared, tmp_path, config, progress=False)
+    path = tmp_path / CHECKPOINT
+    ckpt = torch.load(path, weights_only=True)
+    del ckpt["config"]["compile"]  # written before the option existed
+    torch.save(ckpt, path)
+    load_checkpoint(path, config)
+    load_checkpoint(path, replace(config, compile=True))
+    with pytest.raises(ConfigError, match="lr"):
+        load_checkpoint(path, replace(config, lr=1.0))

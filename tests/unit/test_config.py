@@ -50,3 +50,21 @@ def test_analyze_map_methods():
         AnalyzeConfig(map_genomes=4)
     with pytest.raises(ConfigError, match="perplexity must be > 0"):
         resolve(AnalyzeConfig, {"perplexity": 0})
+
+
+def test_unset_training_options_take_the_preset_recipe():
+    from bertgeom.config import TrainConfig, resolve
+    from bertgeom.model.presets import RECIPES
+
+    base = resolve(TrainConfig, {"preset": "base"}, {"lr": 3e-4})
+    assert (base.epochs, base.batch_size, base.patience) == (
+        RECIPES["base"].epochs,
+        RECIPES["base"].batch_size,
+        RECIPES["base"].patience,
+    )
+    assert base.lr == 3e-4  # what is given wins
+    small = TrainConfig()
+    assert (small.preset, small.lr, small.epochs) == ("small", RECIPES["small"].lr, 2)
+    assert TrainConfig(patience=0).patience == 0  # 0 = no early stopping, not "unset"
+    with pytest.raises(ConfigError, match="preset"):
+        TrainConfig(preset="huge")

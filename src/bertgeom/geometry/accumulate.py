@@ -9,7 +9,10 @@ that statistics over correctly classified genomes (the paper's choice) and over 
 come out of one pass. Everything is reduced on the model's device; only small per-genome values
 (cone indices, asymmetries, entropies: layers x heads floats), the [CLS] and mean-pooled vectors
 (layers x d_model) and the class-summed attention maps are kept. Spectra (SVDs) are computed for
-a class-stratified subset of ``spectra_genomes`` genomes.
+a class-stratified subset of ``spectra_genomes`` genomes. Within a batch, the cluster score's
+prefix-sum tables (two (batch, head, pos+1, pos+1) float32 arrays per layer) are held until the
+end of the forward pass, or until they reach ``cluster_hold_bytes``, and then solved in one
+dynamic programme for all layers held.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ class AccumulatorOptions:
     spectra_genomes: int = 64
     svd_driver: str | None = None
     histogram_bins: int = 60
+    cluster_hold_bytes: int = 1 << 30
 
 
 @dataclass
@@ -198,6 +202,8 @@ class GeometryAccumulator:
             stats, parts = gate_stats_and_parts(t.A, b.mask, own, n, self.options.gate_options)
             b.stats["gates"].append(stats)
             b.cluster_parts.append(parts)
+            if sum(x.nbytes for x in b.cluster_parts) >= self.options.cluster_hold_bytes:
+                self._add_cluster_scores(b)
             self._keep(b, "row_entropy", row_entropy(t.A, b.mask, drop_special=ds).normalised)
         if self.wants("domains"):
             b.stats["domains"].append(domain_stats(t.A, b.mask, self.domains, own, n))
@@ -217,12 +223,14 @@ class GeometryAccumulator:
             return
         n = b.mask.shape[0]
         own = torch.arange(n, device=b.mask.device)
-        heads = [x.reciprocity.shape[1] for x in b.cluster_parts]
-        scores = cluster_from_parts(ClusterParts.cat(b.cluster_parts)).split(heads, dim=1)
-        b.stats["gates"] = [
-            add_cluster(st, sc, own, n) for st, sc in zip(b.stats["gates"], scores, strict=True)
-        ]
-        b.cluster_parts.clear()
+        held, b.cluster_parts = b.cluster_parts, []
+        heads = [x.reciprocity.shape[1] for x in held]
+        joined = ClusterParts.cat(held)
+        held.clear()  # the per-layer tables go before the programme runs
+        scores = cluster_from_parts(joined).split(heads, dim=1)
+        first = len(b.stats["gates"]) - len(heads)  # the held layers are the last ones
+        for i, sc in enumerate(scores, start=first):
+            b.stats["gates"][i] = add_cluster(b.stats["gates"][i], sc, own, n)
 
     def _queries_keys(self, layer: int, x: Tensor) -> tuple[Tensor, Tensor]:
         sa = self.layers[layer].attention.self

@@ -138,6 +138,12 @@ class ClusterParts:
     tables: BlockTables
     reciprocity: Tensor  # (batch, head)
 
+    @property
+    def nbytes(self) -> int:
+        """Memory held by the tables and r."""
+        tensors = [getattr(self.tables, f.name) for f in fields(BlockTables)]
+        return sum(t.numel() * t.element_size() for t in [*tensors, self.reciprocity])
+
     @staticmethod
     def cat(parts: Sequence[ClusterParts]) -> ClusterParts:
         """Parts of the same genomes concatenated along the head dimension (e.g. all layers)."""

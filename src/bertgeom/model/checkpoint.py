@@ -21,7 +21,7 @@ from bertgeom.tokens.vocab import SPECIAL_TOKENS, Vocabulary
 
 CHECKPOINT = Path("checkpoints") / "last.pt"
 #: Options that may differ between an interrupted run and its resumption.
-RESUMABLE_CHANGES = frozenset({"epochs", "max_steps", "patience", "threads", "device"})
+RESUMABLE_CHANGES = frozenset({"epochs", "max_steps", "patience", "threads", "device", "compile"})
 
 
 def save_checkpoint(
@@ -68,7 +68,10 @@ def load_checkpoint(path: Path, config: TrainConfig) -> dict[str, Any]:
     if not path.is_file():
         raise ArtifactError(f"{path}: no checkpoint to resume from (train without resume)")
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    now, saved = dataclasses.asdict(config), ckpt["config"]
+    now = dataclasses.asdict(config)
+    # an option added after the checkpoint was written counts at its default
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    saved = defaults | ckpt["config"]
     changed = sorted(k for k in now if k not in RESUMABLE_CHANGES and saved.get(k) != now[k])
     if changed:
         detail = ", ".join(f"{k} {saved.get(k)!r} -> {now[k]!r}" for k in changed)

@@ -40,6 +40,30 @@ PRESETS: dict[str, Preset] = {
 }
 
 
+@dataclass(frozen=True)
+class Recipe:
+    """Training defaults of a preset: the ``TrainConfig`` fields left unset take these.
+
+    ``base`` (12 x 768) gets more steps and a longer patience than ``small``: a 12-layer proxy
+    (hidden 64, CPU, 200 steps of 16 genomes) reached 97 % test accuracy at lr 5e-4 and stayed
+    at 22 % at 1e-4, and a GPU run of base for 588 steps at 1e-4 stayed at 42 %: from scratch,
+    the classifier finds the class-defining sites only after enough optimiser steps at a large
+    enough rate, and validation macro-F1 is flat until then.
+    """
+
+    epochs: int
+    batch_size: int
+    lr: float
+    patience: int
+
+
+RECIPES: dict[str, Recipe] = {
+    "tiny": Recipe(epochs=2, batch_size=16, lr=5e-4, patience=3),
+    "small": Recipe(epochs=2, batch_size=16, lr=5e-4, patience=3),
+    "base": Recipe(epochs=20, batch_size=32, lr=2e-4, patience=6),
+}
+
+
 def get_preset(name: str) -> Preset:
     """The preset called ``name``."""
     if name not in PRESETS:

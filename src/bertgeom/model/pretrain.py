@@ -89,7 +89,8 @@ def _epoch(
     rt: loop.Runtime,
     bar: Any,
 ) -> dict[str, float]:
-    """One pre-training epoch (or up to ``max_steps``); returns its history row."""
+    """One pre-training epoch (or up to ``max_steps``); returns its history row. ``model`` may
+    be a ``torch.compile`` wrapper."""
     import torch
 
     order = data.epoch_order(np.zeros(len(x), np.int64), epoch, config.seed, "none")
@@ -132,7 +133,8 @@ def pretrain(
     """Pre-train an encoder by masked k-mer modelling; returns ``out_dir``.
 
     Uses ``preset``, the tokenization options, ``epochs``, ``batch_size``, the optimiser
-    options, ``mask_prob``, ``seed``, ``max_steps``, ``device``, ``precision`` and ``threads``
+    options, ``mask_prob``, ``seed``, ``max_steps``, ``device``, ``precision``, ``threads`` and
+    ``compile``
     of ``config`` (``balance``, ``patience`` and ``init_from`` do not apply).
     """
     import torch
@@ -151,12 +153,14 @@ def pretrain(
     out.mkdir(parents=True, exist_ok=True)
     history: list[dict[str, float]] = []
     bar = loop.progress_bar(config.epochs * n_batches, 0, "pretrain", progress)
+    # the compile wrapper shares the model's parameters; the plain model is what is saved
+    forward = torch.compile(model) if config.compile else model
     with bar, loop.quiet_transformers():
         for epoch in range(config.epochs):
             step = history[-1]["step"] if history else 0
             if config.max_steps and step >= config.max_steps:
                 break
-            history.append(_epoch(model, opt, sched, x, epoch, int(step), config, rt, bar))
+            history.append(_epoch(forward, opt, sched, x, epoch, int(step), config, rt, bar))
             _save(model, vocab, config, history, len(x), out)
     inputs = describe_inputs([data.spikes_path(prepared)])
     outputs = ["config.json", WEIGHTS, "vocab.txt", "tokenizer.json", PRETRAIN_META, HISTORY]

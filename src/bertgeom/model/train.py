@@ -295,6 +295,9 @@ def _setup(prepared: Path, out: Path, config: TrainConfig, resume: bool) -> _Run
     run = _Run(model, opt, sched, rt, config, d, _Progress(), n_batches, forward)
     if ckpt is not None:
         ckpt_io.restore_states(ckpt, _parts(run), d.labels)
+        if rt.device.type != "cuda":  # a CUDA checkpoint resumed elsewhere: no fused kernel
+            for group in opt.param_groups:
+                group["fused"] = False
         run.state = _Progress(**ckpt["progress"])
     return run
 

@@ -1,9 +1,10 @@
 """Vectorised k-mer extraction: spikes -> integer k-mer codes, no Python loop per token.
 
 Each base is a 3-bit symbol read straight off its ASCII byte, ``(byte >> 1) & 7``: A/a 0,
-C/c 1, T/t 2, G/g 3, ``-`` 6; N and every other byte (IUPAC ambiguity codes, non-ASCII) are
-*unknown*, symbol 7, and decode as N. A k-mer of up to 21 bases is one int64 code,
-``code = sum(symbol[p + j] << 3 * j for j < k)``, exact and decodable with :func:`decode_kmer`.
+C/c 1, T/t 2, G/g 3, ``-`` 6 (``_`` too, another gap); N and every other byte (IUPAC
+ambiguity codes, non-ASCII) are *unknown*, symbol 7, and decode as N. A k-mer of up to 21
+bases is one int64 code, ``code = sum(symbol[p + j] << 3 * j for j < k)``, exact and decodable
+with :func:`decode_kmer`.
 
 Codes are built from *units* of ``g = gcd(k, stride)`` symbols (with k=12, stride 9: codons):
 each unit's code is computed once, and a k-mer is ``k / g`` consecutive units starting every
@@ -86,6 +87,7 @@ def symbols(seqs: Sequence[str], total: int, length: int | None = None) -> np.nd
         known |= low == c
     sym = (raw >> 1) & 7
     np.copyto(sym, np.uint8(UNKNOWN_SYMBOL), where=~known)
+    np.copyto(sym, np.uint8(GAP_SYMBOL), where=raw == ord("_"))  # '_' is a gap too
     out[:, :base] = sym
     return out
 
@@ -147,7 +149,9 @@ def _unknown(code: np.ndarray, k: int) -> np.ndarray:
 
 def has_unknown(codes: np.ndarray, k: int) -> np.ndarray:
     """True where a k-mer code contains N or an ambiguity code (same shape as ``codes``)."""
-    return _unknown(np.ascontiguousarray(codes, dtype=np.int64).view(np.uint64), k)
+    codes = np.asarray(codes, dtype=np.int64)
+    flat = np.ascontiguousarray(codes.reshape(-1)).view(np.uint64)
+    return _unknown(flat, k).reshape(codes.shape)
 
 
 def decode_kmer(code: int, k: int) -> str:
@@ -157,10 +161,13 @@ def decode_kmer(code: int, k: int) -> str:
 
 def encode_kmer(kmer: str) -> int:
     """The code of one k-mer string (symbol j at bits 3j..3j+2)."""
-    return sum(
-        ((ord(ch) >> 1) & 7 if ch in "ACGTacgt-" else UNKNOWN_SYMBOL) << (3 * j)
-        for j, ch in enumerate(kmer)
-    )
+
+    def symbol(ch: str) -> int:
+        if ch == "_":
+            return GAP_SYMBOL
+        return (ord(ch) >> 1) & 7 if ch in "ACGTacgt-" else UNKNOWN_SYMBOL
+
+    return sum(symbol(ch) << (3 * j) for j, ch in enumerate(kmer))
 
 
 def kmers_reference(seq: str, spec: KmerSpec, length: int | None = None) -> list[str]:

@@ -51,6 +51,8 @@ class CodeTable:
             probe = 0
             while self._keys[(slot + probe) & self._mask] not in (-1, code):
                 probe += 1
+            if self._keys[(slot + probe) & self._mask] == code:
+                continue  # a repeated code keeps its first id
             self._keys[(slot + probe) & self._mask] = code
             self._vals[(slot + probe) & self._mask] = ident
             self.max_probe = max(self.max_probe, probe)
@@ -59,7 +61,8 @@ class CodeTable:
         return ((codes.view(np.uint64) * _GOLDEN) >> self._shift).view(np.int64)
 
     def lookup(self, codes: np.ndarray, default: int) -> np.ndarray:
-        """Ids of ``codes`` (any shape, int64); ``default`` where a code is absent."""
+        """Ids of ``codes`` (any shape, non-negative int64); ``default`` where a code is
+        absent."""
         codes = np.ascontiguousarray(codes, dtype=np.int64)
         slot = self._home(codes)
         key = self._keys[slot]
@@ -252,10 +255,8 @@ def build_vocabulary(
         uniq, n = np.unique(codes, return_counts=True)
         for c, m in zip(uniq.tolist(), n.tolist(), strict=True):
             counts[c] = counts.get(c, 0) + m
-    kept = sorted((c for c, m in counts.items() if m >= min_count), key=lambda c: (-counts[c], c))
+    kept = [(decode_kmer(c, spec.k), m) for c, m in counts.items() if m >= min_count]
+    kept.sort(key=lambda item: (-item[1], item[0]))  # ties by k-mer string
     return Vocabulary(
-        spec=spec,
-        length=length,
-        min_count=min_count,
-        kmers=tuple(decode_kmer(c, spec.k) for c in kept),
+        spec=spec, length=length, min_count=min_count, kmers=tuple(k for k, _ in kept)
     )
