@@ -11,8 +11,8 @@ come out of one pass. Everything is reduced on the model's device; only small pe
 (layers x d_model) and the class-summed attention maps are kept. Spectra (SVDs) are computed for
 a class-stratified subset of ``spectra_genomes`` genomes. Within a batch, the cluster score's
 prefix-sum tables (two (batch, head, pos+1, pos+1) float32 arrays per layer) are held until the
-end of the forward pass, or until they reach ``cluster_hold_bytes``, and then solved in one
-dynamic programme for all layers held.
+end of the forward pass, or until they reach ``cluster_hold_bytes`` (default: a quarter of the
+GPU's memory, 1 GiB on CPU), and then solved in one dynamic programme for all layers held.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ class AccumulatorOptions:
     spectra_genomes: int = 64
     svd_driver: str | None = None
     histogram_bins: int = 60
-    cluster_hold_bytes: int = 1 << 30
+    cluster_hold_bytes: int | None = None  # None: a quarter of the GPU's memory, 1 GiB on CPU
 
 
 @dataclass
@@ -202,7 +202,7 @@ class GeometryAccumulator:
             stats, parts = gate_stats_and_parts(t.A, b.mask, own, n, self.options.gate_options)
             b.stats["gates"].append(stats)
             b.cluster_parts.append(parts)
-            if sum(x.nbytes for x in b.cluster_parts) >= self.options.cluster_hold_bytes:
+            if sum(x.nbytes for x in b.cluster_parts) >= self._hold_bytes(t.A.device):
                 self._add_cluster_scores(b)
             self._keep(b, "row_entropy", row_entropy(t.A, b.mask, drop_special=ds).normalised)
         if self.wants("domains"):
@@ -215,6 +215,15 @@ class GeometryAccumulator:
             b.maps.append(t.A.detach().float())
         if bool(b.kept.any()):
             b.kept_maps.append(t.A[b.kept].detach().half().cpu())
+
+    def _hold_bytes(self, device: torch.device) -> int:
+        """Memory the cluster tables of a batch may hold before they are solved: on a GPU each
+        solve costs ``pos`` sequential steps of small kernels, so fewer, larger solves win."""
+        if self.options.cluster_hold_bytes is not None:
+            return self.options.cluster_hold_bytes
+        if device.type == "cuda":
+            return torch.cuda.get_device_properties(device).total_memory // 4
+        return 1 << 30
 
     def _add_cluster_scores(self, b: _Batch) -> None:
         """The cluster measure of every layer in one dynamic programme (its ``pos`` sequential
