@@ -193,6 +193,24 @@ def test_metastable_k_and_top_singular_share():
     s = torch.linalg.svdvals(m)
     exact = s[:, 0] ** 2 / (s**2).sum(-1)
     assert torch.allclose(hm.top_singular_share(m, iterations=200), exact, atol=1e-8)
+    assert torch.allclose(hm.top_singular_share(m), exact, atol=1e-8)  # 8 Lanczos steps
+
+
+def test_top_singular_share_known_answers_and_masks():
+    n = 12
+    eye = torch.eye(n, dtype=torch.float64)[None]
+    assert float(hm.top_singular_share(eye)) == pytest.approx(1 / n, abs=1e-12)
+    rank_one = torch.outer(torch.rand(n, dtype=torch.float64), torch.rand(n, dtype=torch.float64))
+    assert float(hm.top_singular_share(rank_one[None])) == pytest.approx(1.0, abs=1e-12)
+    assert float(hm.top_singular_share(torch.zeros(1, n, n))) == 0.0
+    g = torch.Generator().manual_seed(2)
+    m = torch.rand(3, 2, n, n, generator=g, dtype=torch.float64)
+    rows = torch.rand(3, n, generator=g) > 0.3
+    cols = torch.rand(3, n, generator=g) > 0.3
+    masked = m * rows[:, None, :, None] * cols[:, None, None, :]
+    s = torch.linalg.svdvals(masked) ** 2
+    got = hm.top_singular_share(m, n, rows[:, None], cols[:, None])
+    assert torch.allclose(got, s[..., 0] / s.sum(-1), atol=1e-10)
 
 
 def test_cluster_score_is_one_for_perfect_blocks_and_zero_for_bands():

@@ -7,8 +7,6 @@ first, [CLS] at 0, [SEP] at n - 1, PAD rows and columns zero) and return one val
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
@@ -106,42 +104,86 @@ def metastable_k(attn: Tensor, coverage: float = 0.9, tol: float = 1e-6) -> Tens
     return torch.minimum(k, nonzero).to(attn.dtype)
 
 
-def top_singular_share(m: Tensor, iterations: int = 50, rtol: float = 1e-7) -> Tensor:
+def top_singular_share(
+    m: Tensor,
+    iterations: int = 8,
+    rows: Tensor | None = None,
+    cols: Tensor | None = None,
+) -> Tensor:
     """Share of the largest singular value, ``s_1² / Σ_k s_k² = ||M||_2² / ||M||_F²``.
 
-    ``||M||_2²`` is the top eigenvalue of MᵀM, found by at most ``iterations`` steps of power
-    iteration started from the all-ones vector: for non-negative matrices such as attention the
-    top singular vector is non-negative (Perron-Frobenius), so the start is never orthogonal to
-    it. The estimate is a lower bound that converges geometrically in s_2²/s_1²; iteration stops
-    early (checked every 10 steps) once no estimate moves by more than ``rtol`` relatively.
+    ``M = diag(rows) m diag(cols)``: the masks are applied to the vectors, never to a copy of
+    ``m``. ``s_1`` is the largest singular value of the bidiagonal matrix of ``iterations``
+    Golub-Kahan-Lanczos steps (full reorthogonalisation) started from the all-ones vector: for
+    non-negative matrices such as attention the top singular vectors are non-negative
+    (Perron-Frobenius), so the start is never orthogonal to them. The estimate is a lower bound,
+    exact once ``iterations`` reaches the rank, and converges much faster than power iteration:
+    in float64, 4 steps agree with the SVD to 3e-9 on the real model's attention maps and 8
+    steps to 4e-9 on random softmax matrices (power iteration needed 50 steps for 4e-6). Each
+    step reads ``m`` twice (``M v`` and ``Mᵀ u``, both row-major).
 
     Parameters
     ----------
     m : (..., rows, cols), non-negative
-    iterations : maximal power-iteration steps
-    rtol : relative change of the estimate that ends the iteration
+    iterations : Lanczos steps (capped at min(rows, cols))
+    rows, cols : (..., rows) and (..., cols) masks (bool or 0/1), broadcastable against ``m``'s
+        leading dimensions; None = all
 
     Returns
     -------
     (...,) in [0, 1], 0 for a zero matrix
     """
-    mt = m.transpose(-1, -2).contiguous()
-    v = torch.ones(m.shape[:-2] + m.shape[-1:], dtype=m.dtype, device=m.device)
-    v = (v / math.sqrt(m.shape[-1]))[..., None]  # (..., cols, 1)
-    top = torch.zeros(m.shape[:-2], dtype=m.dtype, device=m.device)
-    for step in range(1, iterations + 1):
+    r = None if rows is None else rows.to(m.dtype)[..., None]
+    c = None if cols is None else cols.to(m.dtype)[..., None]
+    sq = m.square()
+    if c is not None:
+        sq = sq * c.transpose(-1, -2)
+    fro = (sq.sum(-1, keepdim=True) * (r if r is not None else 1.0)).sum((-2, -1))
+    del sq
+    tiny = torch.finfo(m.dtype).eps * fro.sqrt()[..., None, None]
+
+    def unit(x: Tensor) -> tuple[Tensor, Tensor]:
+        norm = torch.linalg.vector_norm(x, dim=(-2, -1), keepdim=True)
+        ok = norm > tiny
+        return torch.where(ok, x / torch.where(ok, norm, 1.0), 0.0), torch.where(ok, norm, 0.0)
+
+    def reorthogonalise(x: Tensor, basis: list[Tensor]) -> Tensor:
+        if not basis:
+            return x
+        q = torch.cat(basis, -1)  # (..., n, j) orthonormal (or zero) columns
+        return x - q @ (q.transpose(-1, -2) @ x)
+
+    k = max(1, min(iterations, *m.shape[-2:]))
+    v = torch.ones((*m.shape[:-2], m.shape[-1], 1), dtype=m.dtype, device=m.device)
+    if c is not None:
+        v = v * c
+    v, _ = unit(v)
+    us: list[Tensor] = []
+    vs: list[Tensor] = [v]
+    alphas: list[Tensor] = []
+    betas: list[Tensor] = []
+    u_prev, beta = None, None
+    for _ in range(k):
         u = m @ v
-        w = mt @ u
-        norm = torch.linalg.vector_norm(w, dim=(-2, -1), keepdim=True)
-        v = w / norm.clamp(min=1e-30)
-        if step % 10 == 0 or step == iterations:
-            new = (u * u).sum((-2, -1))  # ||M v_prev||², v_prev of unit norm
-            done = bool(((new - top).abs() <= rtol * new.abs()).all())
-            top = new
-            if done:
-                break
-    top = (m @ v).square().sum((-2, -1))
-    fro = (m * m).sum((-2, -1))
+        if r is not None:
+            u = u * r
+        if u_prev is not None and beta is not None:
+            u = u - beta * u_prev
+        u, alpha = unit(reorthogonalise(u, us))
+        w = (u.transpose(-1, -2) @ m).transpose(-1, -2)  # Mᵀ u, reading m row-major
+        if c is not None:
+            w = w * c
+        w = w - alpha * v
+        v_next, beta = unit(reorthogonalise(w, vs))
+        alphas.append(alpha[..., 0, 0])
+        betas.append(beta[..., 0, 0])
+        us.append(u)
+        vs.append(v_next)
+        u_prev, v = u, v_next
+    bidiagonal = torch.diag_embed(torch.stack(alphas, -1))
+    if k > 1:
+        bidiagonal = bidiagonal + torch.diag_embed(torch.stack(betas[:-1], -1), offset=1)
+    top = torch.linalg.svdvals(bidiagonal)[..., 0] ** 2
     return torch.where(fro > 0, top / fro.clamp(min=1e-30), 0.0).clamp(0.0, 1.0)
 
 
@@ -165,7 +207,7 @@ def key_profile(attn: Tensor, rows: Tensor, keys: Tensor) -> tuple[Tensor, Tenso
     return mass / torch.where(total > 0, total, 1.0), total[..., 0] > 0
 
 
-def focus(attn: Tensor, rows: Tensor, keys: Tensor, iterations: int = 50) -> Tensor:
+def focus(attn: Tensor, rows: Tensor, keys: Tensor, iterations: int = 8) -> Tensor:
     """How much all chosen rows read the same few ``keys``: ``s1_share * concentration``.
 
     With A' the attention restricted to ``rows`` x ``keys``: ``s1_share = s_1²/Σ s²`` of A'
@@ -177,14 +219,13 @@ def focus(attn: Tensor, rows: Tensor, keys: Tensor, iterations: int = 50) -> Ten
     ----------
     attn : (batch, head, pos, pos)
     rows, keys : (batch, pos) bool
-    iterations : power-iteration steps for s_1
+    iterations : Lanczos steps for s_1 (``top_singular_share``)
 
     Returns
     -------
     (batch, head) in [0, 1]
     """
-    sub = attn * rows[:, None, :, None] * keys[:, None, None, :]
-    share = top_singular_share(sub, iterations)
+    share = top_singular_share(attn, iterations, rows[:, None, :], keys[:, None, :])
     profile, _ = key_profile(attn, rows, keys)
     n_keys = keys.sum(-1).to(attn.dtype)[:, None]  # (batch, 1)
     effective = torch.exp(row_entropy(profile[..., None, :])[..., 0])

@@ -155,7 +155,7 @@ def _thresholds(run: RunArtefacts) -> pd.DataFrame:
         ("gates", "contextual window w", cfg.get("window", opts.window),
          "analyze config" if "window" in cfg else "gates module default"),
         ("per-head statistics", "metastable coverage c", opts.coverage, "gates module default"),
-        ("gates", "power-iteration steps for s₁ (focus)", opts.iterations,
+        ("gates", "Lanczos steps for s₁ (focus)", opts.iterations,
          "gates module default"),
         ("domains", "family-wise α", cfg.get("alpha", 0.05),
          "analyze config" if "alpha" in cfg else "analyze default"),
