@@ -206,8 +206,7 @@ def _train_epoch(run: _Run, bar: Any) -> tuple[float, int, float]:
     cfg, st, d, rt = run.config, run.state, run.data, run.rt
     order = data.epoch_order(d.y_train, st.epoch, cfg.seed, cfg.balance)
     weight = None if d.weights is None else torch.from_numpy(d.weights).to(rt.device)
-    losses: list[float] = []
-    pending: list[Any] = []
+    losses: list[Any] = []  # on the device: read back for the bar every 10 steps and at the end
     seen, t0 = 0, time.perf_counter()
     run.model.train()
     while st.batch < run.n_batches and not (cfg.max_steps and st.step >= cfg.max_steps):
@@ -218,17 +217,15 @@ def _train_epoch(run: _Run, bar: Any) -> tuple[float, int, float]:
             logits = run.forward(**batch).logits.float()  # (batch, n_classes)
         loss = F.cross_entropy(logits, target, weight=weight)
         loop.optimizer_step(run.model, run.opt, run.sched, loss, cfg.grad_clip)
-        pending.append(loss.detach())  # read back every 10 steps: no device sync per step
+        losses.append(loss.detach())
         st.batch, st.step, seen = st.batch + 1, st.step + 1, seen + len(idx)
         bar.update()
         if st.step % 10 == 0 or st.batch == run.n_batches:
-            losses.extend(torch.stack(pending).float().cpu().tolist())
-            pending.clear()
+            recent = float(torch.stack(losses[-20:]).double().mean())
             rate = seen / (time.perf_counter() - t0)
-            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}", spikes_s=f"{rate:.1f}")
-    if pending:
-        losses.extend(torch.stack(pending).float().cpu().tolist())
-    return float(np.mean(losses)) if losses else math.nan, seen, time.perf_counter() - t0
+            bar.set_postfix(loss=f"{recent:.4f}", spikes_s=f"{rate:.1f}")
+    mean = float(torch.stack(losses).double().mean()) if losses else math.nan
+    return mean, seen, time.perf_counter() - t0
 
 
 def _meta(run: _Run) -> dict[str, Any]:
