@@ -17,6 +17,7 @@ uninterrupted one.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import time
@@ -31,7 +32,7 @@ from bertgeom.errors import ArtifactError, ConfigError
 from bertgeom.io.files import write_tsv
 from bertgeom.io.manifest import describe_inputs, write_manifest
 from bertgeom.model import checkpoint as ckpt_io
-from bertgeom.model import data, loop
+from bertgeom.model import data, fastpath, loop
 from bertgeom.model.checkpoint import CHECKPOINT, RESUMABLE_CHANGES
 from bertgeom.model.metrics import macro_f1
 from bertgeom.model.pretrain import pretrain, read_pretrain_meta
@@ -168,7 +169,7 @@ def evaluate(
             batch = {k: v.to(rt.device) for k, v in data.collate(x[a : a + batch_size]).items()}
             target = torch.from_numpy(y[a : a + batch_size]).to(rt.device)
             with loop.autocast(rt):
-                logits = model(**batch).logits.float()  # (batch, n_classes)
+                logits = fastpath.logits(model, **batch).float()  # (batch, n_classes)
             loss_sum += float(F.cross_entropy(logits, target, reduction="sum"))
             preds.append(logits.argmax(-1).cpu().numpy())
     model.train(was_training)
@@ -192,7 +193,7 @@ class _Run:
     data: _Data
     state: _Progress
     n_batches: int
-    forward: Any = None  # the model, or its torch.compile wrapper (same parameters)
+    forward: Any = None  # ids, mask -> logits (fastpath), or its torch.compile wrapper
 
 
 def _train_epoch(run: _Run, bar: Any) -> tuple[float, int, float]:
@@ -214,7 +215,7 @@ def _train_epoch(run: _Run, bar: Any) -> tuple[float, int, float]:
         batch = {k: v.to(rt.device) for k, v in data.collate(d.x_train[idx]).items()}
         target = torch.from_numpy(d.y_train[idx]).to(rt.device)
         with loop.autocast(rt):
-            logits = run.forward(**batch).logits.float()  # (batch, n_classes)
+            logits = run.forward(**batch).float()  # (batch, n_classes)
         loss = F.cross_entropy(logits, target, weight=weight)
         loop.optimizer_step(run.model, run.opt, run.sched, loss, cfg.grad_clip)
         losses.append(loss.detach())
@@ -288,7 +289,8 @@ def _setup(prepared: Path, out: Path, config: TrainConfig, resume: bool) -> _Run
     model = _build_model(config, d, rt)
     n_batches = math.ceil(len(d.y_train) / config.batch_size)
     opt, sched = loop.build_optimizer(model, config, config.epochs * n_batches)
-    forward = torch.compile(model) if config.compile else model
+    forward = functools.partial(fastpath.logits, model)  # logits only: see fastpath
+    forward = torch.compile(forward) if config.compile else forward
     run = _Run(model, opt, sched, rt, config, d, _Progress(), n_batches, forward)
     if ckpt is not None:
         ckpt_io.restore_states(ckpt, _parts(run), d.labels)
