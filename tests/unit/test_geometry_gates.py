@@ -196,6 +196,27 @@ def test_metastable_k_and_top_singular_share():
     assert torch.allclose(hm.top_singular_share(m), exact, atol=1e-8)  # 8 Lanczos steps
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_metastable_k_equals_the_definition(dtype):
+    """Peaked, diffuse, tied (uniform) and PAD rows: k from torch's own sort."""
+    g = torch.Generator().manual_seed(2)
+    n = 50
+    logits = torch.randn(6, 3, n, n, generator=g) * torch.rand(6, 3, n, 1, generator=g) * 12
+    a = torch.softmax(logits, -1)
+    a[0, 0, :5] = 1.0 / n  # ties across the whole row
+    a[1, 1, 7:] = 0.0  # PAD query rows
+    a[2, 2, :, 30:] = 0.0  # PAD keys (rows no longer sum to 1: coverage may be out of reach)
+    a = a.to(dtype)
+    for coverage in (0.5, 0.9, 1.0):
+        ref = a.float() if dtype == torch.bfloat16 else a  # torch sorts bf16 as it is
+        cum = ref.sort(-1, descending=True).values.cumsum(-1)
+        k = torch.minimum((cum < coverage - 1e-6).sum(-1) + 1, (a > 0).sum(-1)).to(dtype)
+        got = hm.metastable_k(a, coverage)
+        assert got.shape == a.shape[:-1] and got.dtype == dtype
+        torch.testing.assert_close(got, k, atol=0, rtol=0)
+    assert hm.metastable_k(a[:0]).shape == (0, 3, n)
+
+
 def test_top_singular_share_known_answers_and_masks():
     n = 12
     eye = torch.eye(n, dtype=torch.float64)[None]
