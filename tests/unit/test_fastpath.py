@@ -40,7 +40,7 @@ def _batch(n: int = 5, t: int = 40) -> tuple[torch.Tensor, torch.Tensor]:
 
 @pytest.mark.parametrize("layers", [1, 2, 3])
 @pytest.mark.parametrize("attn", ["eager", "sdpa"])
-@pytest.mark.parametrize("act", ["gelu", "relu"])
+@pytest.mark.parametrize("act", ["gelu", "relu", "gelu_pytorch_tanh"])
 def test_logits_and_cls_equal_the_hf_forward(layers, attn, act):
     model = _model(layers, attn, act=act).eval()
     assert supports(model)

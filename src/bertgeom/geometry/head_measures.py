@@ -103,7 +103,7 @@ def metastable_k(attn: Tensor, coverage: float = 0.9, tol: float = 1e-6) -> Tens
     (..., q_pos) float
     """
     if attn.device.type == "cpu":
-        a = attn.detach()
+        a = attn.detach().resolve_neg()
         a = a if a.dtype in (torch.float32, torch.float64) else a.float()
         desc = np.sort(a.numpy(), axis=-1)[..., ::-1]
         # accumulated in float64 and rounded back, as torch's CPU cumsum does

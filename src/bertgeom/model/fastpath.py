@@ -18,8 +18,6 @@ from __future__ import annotations
 
 from typing import Any
 
-_ACTS = {"gelu", "relu", "gelu_new", "gelu_python", "silu", "swish", "gelu_fast", "quick_gelu"}
-
 
 def supports(model: Any) -> bool:
     """Whether :func:`classify` computes ``model``'s forward pass (else it falls back to HF's)."""
@@ -33,8 +31,6 @@ def supports(model: Any) -> bool:
         and getattr(cfg, "position_embedding_type", "absolute") == "absolute"
         and not getattr(cfg, "is_decoder", False)
         and not getattr(cfg, "add_cross_attention", False)
-        and isinstance(getattr(cfg, "hidden_act", None), str)
-        and cfg.hidden_act in _ACTS
         and cfg.hidden_size % cfg.num_attention_heads == 0
         and len(bert.encoder.layer) >= 1
     )
@@ -87,7 +83,7 @@ def _layer(layer: Any, x: Any, keep: Any, model: Any, cls_only: bool = False) ->
         q, k, v = F.linear(x, w, bias).split(d, dim=-1)
     # (batch, heads, T or 1, dh)
     q, k, v = (y.reshape(b, -1, h, dh).transpose(1, 2) for y in (q, k, v))
-    p = cfg.attention_probs_dropout_prob if model.training else 0.0
+    p = att.dropout.p if model.training else 0.0
     ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=keep, dropout_p=p)
     ctx = ctx.transpose(1, 2).reshape(b, -1, d)
     resid = x[:, :1] if cls_only else x
