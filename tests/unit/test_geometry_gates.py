@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -232,6 +233,51 @@ def test_top_singular_share_known_answers_and_masks():
     s = torch.linalg.svdvals(masked) ** 2
     got = hm.top_singular_share(m, n, rows[:, None], cols[:, None])
     assert torch.allclose(got, s[..., 0] / s.sum(-1), atol=1e-10)
+
+
+def _segmentations(n: int):
+    """Every split of range(n) into contiguous blocks, as lists of (start, end)."""
+    for cuts in itertools.product([False, True], repeat=max(n - 1, 0)):
+        edges = [0, *[i + 1 for i, c in enumerate(cuts) if c], n]
+        yield list(itertools.pairwise(edges))
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_best_blocks_equals_exhaustive_search(fused, monkeypatch):
+    """Gain and the t-mass of the maximising segmentation against all 2^(n-1) segmentations,
+    through both step kernels (argmax + gather, and CUDA's values-and-indices max into views)."""
+    from bertgeom.geometry import segmentation as seg
+
+    monkeypatch.setattr(seg, "_fused_max", lambda device: fused)
+    g = torch.Generator().manual_seed(5)
+    for n in range(1, 8):
+        d = torch.randn(3, 2, n, n, generator=g, dtype=torch.float64)
+        t = torch.rand(3, 2, n, n, generator=g, dtype=torch.float64)
+        gain, inside = seg.best_blocks(d, t)
+        for a, h in itertools.product(range(3), range(2)):
+            scored = [
+                (sum(float(d[a, h, i:j, i:j].sum()) for i, j in blocks), blocks)
+                for blocks in _segmentations(n)
+            ]
+            best, blocks = max(scored, key=lambda x: x[0])
+            assert float(gain[a, h]) == pytest.approx(best, abs=1e-12)
+            want = sum(float(t[a, h, i:j, i:j].sum()) for i, j in blocks)
+            assert float(inside[a, h]) == pytest.approx(want, abs=1e-12)
+
+
+def test_chain_sum_follows_parents_to_the_root():
+    from bertgeom.geometry.segmentation import chain_sum
+
+    parent = torch.tensor([[0, 0, 1, 1, 3, 4, 0, 6]])  # chains 7->6->0, 5->4->3->1->0
+    table = torch.arange(64, dtype=torch.float64).view(1, 8, 8)
+    out = chain_sum(table, parent)
+    want = [0.0]
+    for k in range(1, 8):
+        total, j = 0.0, k
+        while j:
+            total, j = total + float(table[0, j, parent[0, j]]), int(parent[0, j])
+        want.append(total)
+    assert out[0].tolist() == want
 
 
 def test_cluster_score_is_one_for_perfect_blocks_and_zero_for_bands():

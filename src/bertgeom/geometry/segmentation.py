@@ -20,6 +20,7 @@ gain 0, since T has the same total and the same diagonal as S).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 
@@ -60,17 +61,17 @@ def _prefix(m: Tensor) -> Tensor:
 
 @dataclass(frozen=True)
 class BlockTables:
-    """Prefix-sum tables of the matrices a segmentation is scored on (see ``block_tables``).
+    """Block masses of the matrices a segmentation is scored on (see ``block_tables``).
 
-    The dynamic programme only reads these, so tables of several batches of matrices with the
-    same ``pos`` (e.g. all layers of one batch of genomes) can be concatenated along a leading
-    dimension (``cat``) and solved in one pass of ``pos`` sequential steps.
+    ``block_d[..., j, i] = d([i, j) x [i, j))`` for i < j (entries with i >= j are not used),
+    likewise ``block_t``. The dynamic programme only reads these, so tables of several batches
+    of matrices with the same ``pos`` (e.g. all layers of one batch of genomes) can be
+    concatenated along a leading dimension (``cat``) and solved in one pass of ``pos``
+    sequential steps.
     """
 
-    diag_d: Tensor  # (..., pos+1) P_d[j, j]
-    sym_d: Tensor  # (..., pos+1, pos+1) P_d + P_dᵀ
-    diag_t: Tensor
-    sym_t: Tensor
+    block_d: Tensor  # (..., pos+1, pos+1)
+    block_t: Tensor  # (..., pos+1, pos+1)
 
     @staticmethod
     def cat(tables: Sequence[BlockTables], dim: int) -> BlockTables:
@@ -80,24 +81,28 @@ class BlockTables:
         )
 
 
+def _block_mass(m: Tensor) -> Tensor:
+    """``B[..., j, i] = m([i, j) x [i, j))`` for all i, j (meaningful for i <= j).
+
+    From the 2-D prefix sums P: ``P[j, j] - P[i, j] - P[j, i] + P[i, i]``; row j is contiguous,
+    so each step of the dynamic programme reads one row.
+    """
+    pm = _prefix(m)
+    diag = pm.diagonal(dim1=-2, dim2=-1)  # (..., pos+1)
+    out = pm + pm.transpose(-1, -2)  # P[j, i] + P[i, j], a new tensor
+    return out.neg_().add_(diag[..., :, None]).add_(diag[..., None, :])
+
+
 def block_tables(d: Tensor, t: Tensor) -> BlockTables:
     """The tables ``best_blocks`` needs for matrices ``d`` and ``t`` of shape (..., pos, pos)."""
-    pd, pt = _prefix(d), _prefix(t)
-    # row j of (P + Pᵀ) holds P[:, j] + P[j, :], contiguous: one read per step instead of a
-    # strided column gather
-    return BlockTables(
-        diag_d=pd.diagonal(dim1=-2, dim2=-1).contiguous(),
-        sym_d=(pd + pd.transpose(-1, -2)).contiguous(),
-        diag_t=pt.diagonal(dim1=-2, dim2=-1).contiguous(),
-        sym_t=(pt + pt.transpose(-1, -2)).contiguous(),
-    )
+    return BlockTables(block_d=_block_mass(d), block_t=_block_mass(t))
 
 
 def best_blocks(d: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
     """Maximum of Σ_blocks d(block x block) over contiguous segmentations, by dynamic programming.
 
-    ``f[j] = max_{i<j} f[i] + d([i, j) x [i, j))``, f[0] = 0; also carries the mass of ``t``
-    inside the chosen blocks. O(pos²) work per matrix, ``pos`` vectorised steps.
+    ``f[j] = max_{i<j} f[i] + d([i, j) x [i, j))``, f[0] = 0; also the mass of ``t`` inside the
+    blocks of the maximising segmentation. O(pos²) work per matrix, ``pos`` vectorised steps.
 
     Parameters
     ----------
@@ -112,22 +117,52 @@ def best_blocks(d: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
     return solve_blocks(block_tables(d, t))
 
 
+def _fused_max(device: torch.device) -> bool:
+    """Whether the programme's steps take values and indices from one ``max`` (CUDA) or from
+    argmax + gather (elsewhere: values-and-indices max is ~50x slower on multi-threaded CPUs)."""
+    return device.type == "cuda"
+
+
 def solve_blocks(tables: BlockTables) -> tuple[Tensor, Tensor]:
-    """``best_blocks`` on precomputed tables: (gain, inside), each of the tables' batch shape."""
-    diag_d, sym_d, diag_t, sym_t = tables.diag_d, tables.sym_d, tables.diag_t, tables.sym_t
-    p = diag_d.shape[-1] - 1
-    f = torch.zeros_like(diag_d)
-    g = torch.zeros_like(diag_d)
+    """``best_blocks`` on precomputed tables: (gain, inside), each of the tables' batch shape.
+
+    Each of the ``pos`` sequential steps is one add, one max and two writes (on a GPU the
+    steps are launch-bound, so their kernel count is the cost). The maximising segmentation is
+    a chain of block starts ``j -> start[j]`` from ``pos`` to 0; the mass of ``t`` along it is
+    summed afterwards by pointer jumping, in ceil(log2 pos) vectorised rounds.
+    """
+    block_d, block_t = tables.block_d, tables.block_t
+    p = block_d.shape[-1] - 1
+    lead = block_d.shape[:-2]
+    f = block_d.new_zeros((*lead, p + 1))
+    start = torch.zeros((*lead, p + 1), dtype=torch.long, device=block_d.device)
+    fused = _fused_max(block_d.device)
     for j in range(1, p + 1):
-        block_d = diag_d[..., j, None] - sym_d[..., j, :j] + diag_d[..., :j]
-        block_t = diag_t[..., j, None] - sym_t[..., j, :j] + diag_t[..., :j]
-        # argmax + gather, not max(-1): values-and-indices max is ~50x slower on multi-threaded
-        # CPUs (torch 2.x) for these short rows
-        cand = f[..., :j] + block_d
-        arg = cand.argmax(-1, keepdim=True)
-        f[..., j] = cand.gather(-1, arg)[..., 0]
-        g[..., j] = (g[..., :j] + block_t).gather(-1, arg)[..., 0]
-    return f[..., p], g[..., p]
+        cand = f[..., :j] + block_d[..., j, :j]  # (..., j)
+        if fused:
+            torch.max(cand, -1, out=(f[..., j], start[..., j]))
+        else:
+            arg = cand.argmax(-1, keepdim=True)
+            f[..., j] = cand.gather(-1, arg)[..., 0]
+            start[..., j] = arg[..., 0]
+    return f[..., p], chain_sum(block_t, start)[..., p]
+
+
+def chain_sum(table: Tensor, parent: Tensor) -> Tensor:
+    """``out[j] = Σ table[k, parent[k]]`` over the chain k = j, parent[j], ... down to 0.
+
+    ``parent[k] < k`` for k > 0 and ``parent[0] = 0``; ``table`` (..., pos+1, pos+1), ``parent``
+    (..., pos+1). Pointer jumping: after round r each position holds the sum of its first 2^r
+    links and points 2^r links down the chain.
+    """
+    val = table.gather(-1, parent[..., None])[..., 0]  # (..., pos+1): table[k, parent[k]]
+    val[..., 0] = 0
+    par = parent.clone()
+    par[..., 0] = 0
+    for _ in range(max(1, math.ceil(math.log2(max(parent.shape[-1], 2))))):
+        val = val + val.gather(-1, par)
+        par = par.gather(-1, par)
+    return val
 
 
 @dataclass(frozen=True)
