@@ -88,7 +88,7 @@ def main() -> None:
     ap.add_argument("--preset", nargs="+", default=["small"])
     ap.add_argument("--model", default="", help="a trained model directory instead of presets")
     ap.add_argument("--genomes", nargs="+", type=int, default=[64, 256])
-    ap.add_argument("--batch", type=int, default=0, help="0 = 32 GPU / 8 CPU")
+    ap.add_argument("--batch", type=int, default=0, help="0 = 64 GPU / 8 CPU")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--only", default="")
     ap.add_argument("--per-family", action="store_true", help="also time each measure family alone")
@@ -107,7 +107,7 @@ def main() -> None:
         ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     )
     gpu = device.startswith("cuda")
-    batch = args.batch or (32 if gpu else 8)
+    batch = args.batch or (64 if gpu else 8)
     prepared = Path(args.prepared)
     families = ["cone", "gates", "domains", "direction", "spectra", "embeddings", "maps"]
     rows = []

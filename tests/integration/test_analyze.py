@@ -88,6 +88,9 @@ def test_maps_can_be_turned_off(tiny_model, ci_prepared, tmp_path):
     assert (tmp_path / "embeddings.tsv").is_file() and summary.notes == ()
     made = {p.name for p in tmp_path.rglob("*")}
     assert not {n for n in made if "embedding_maps" in n or "nonlinear_maps" in n}, made
+    # batch_size 0 (the default) is resolved by device and saved as resolved: 16 on CPU
+    config = json.loads((tmp_path / "manifest.json").read_text())["config"]
+    assert AnalyzeConfig().batch_size == 0 and config["batch_size"] == 16
 
 
 def test_table_invariants(full_run):

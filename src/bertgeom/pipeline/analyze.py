@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +68,8 @@ def run(
     from bertgeom.geometry.gates import GateOptions
 
     dev = resolve_device(config.device)
+    # saved with the outputs as resolved
+    config = replace(config, batch_size=config.batch_size or (64 if dev.startswith("cuda") else 16))
     bundle = load_model_dir(model_dir, device=dev, attn_implementation="eager")
     df = _load(prepared_dir, config)
     ids = bundle.vocab.encode(sequences_for(df, bundle.vocab.spec.mode))
