@@ -21,6 +21,7 @@ import pandas as pd
 
 from bertgeom.config import AnalyzeConfig
 from bertgeom.errors import ArtifactError
+from bertgeom.heap import fixed_mmap_threshold
 from bertgeom.io.files import atomic_path, save_figure, write_json
 from bertgeom.io.manifest import describe_inputs, write_manifest
 from bertgeom.model.data import collate, encode_labels, load_split, sequences_for
@@ -67,6 +68,7 @@ def run(
     from bertgeom.geometry.domains import token_domains
     from bertgeom.geometry.gates import GateOptions
 
+    fixed_mmap_threshold()  # resident memory flat over batches (see bertgeom.heap)
     dev = resolve_device(config.device)
     # saved with the outputs as resolved
     config = replace(config, batch_size=config.batch_size or (64 if dev.startswith("cuda") else 16))

@@ -1,0 +1,42 @@
+"""Process heap policy for long streamed runs.
+
+glibc raises its mmap threshold each time a large block is freed (up to 32 MiB), after which
+large temporaries come from the heap; the small results a streamed run keeps between batches
+then pin the heap's top, so freed temporaries are never returned and the resident size creeps
+up with the number of batches although nothing grows (measured: ``analyze`` of a tiny model,
+cone only, peak RSS +130 MiB from 500 to 3,000 genomes; +3 MiB with a fixed threshold).
+:func:`fixed_mmap_threshold` pins the threshold so blocks of at least that size are mapped and
+unmapped on their own.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import sys
+
+M_MMAP_THRESHOLD = -3  # mallopt parameter (glibc malloc.h)
+
+_applied: int | None = None
+
+
+def fixed_mmap_threshold(nbytes: int = 1 << 20) -> bool:
+    """Fix glibc's mmap threshold at ``nbytes`` for this process (process-wide, idempotent).
+
+    Returns whether the policy is in force (False off Linux or without glibc's ``mallopt``).
+    """
+    global _applied
+    if _applied == nbytes:
+        return True
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    if mallopt(M_MMAP_THRESHOLD, int(nbytes)) != 1:
+        return False
+    _applied = nbytes
+    return True
