@@ -8,7 +8,9 @@
 #
 # Usage (repo root, a prepared directory of the real genomes):
 #   bash benchmarks/gpu_check.sh PREPARED_DIR
-# Smoke test on CPU (same steps, small sizes): PRESET=tiny GENOMES=64 bash benchmarks/gpu_check.sh P
+# Smoke test on CPU (same steps, small sizes):
+#   PRESET=tiny GENOMES=64 TRAIN_ARGS="--max-steps 5" PYTHON=.venv/bin/python \
+#     bash benchmarks/gpu_check.sh PREPARED_DIR
 set -uo pipefail
 export PYTHONPATH=src PYTHONUNBUFFERED=1
 P=${1:?usage: gpu_check.sh PREPARED_DIR}
@@ -43,7 +45,9 @@ step() {
 { nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null || echo "no GPU"
   $PY -c "import torch, transformers; print('torch', torch.__version__, 'transformers', \
 transformers.__version__)"; } | tee "$OUTD/machine.txt"
-step train 260 $PY -m bertgeom.cli train "$P" --out "$WORK/model" --preset "$PRESET" --quiet
+# TRAIN_ARGS: extra train options, e.g. "--max-steps 5" for a smoke run
+step train 260 $PY -m bertgeom.cli train "$P" --out "$WORK/model" --preset "$PRESET" --quiet \
+  ${TRAIN_ARGS:-}
 cp "$WORK/model/history.tsv" "$OUTD/history.tsv" 2>/dev/null && cat "$OUTD/history.tsv"
 step evaluate 60 $PY -m bertgeom.cli evaluate "$WORK/model" "$P" --out "$OUTD/evaluate" \
   --batch-size 256
