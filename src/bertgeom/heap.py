@@ -17,17 +17,12 @@ import sys
 
 M_MMAP_THRESHOLD = -3  # mallopt parameter (glibc malloc.h)
 
-_applied: int | None = None
-
 
 def fixed_mmap_threshold(nbytes: int = 1 << 20) -> bool:
     """Fix glibc's mmap threshold at ``nbytes`` for this process (process-wide, idempotent).
 
     Returns whether the policy is in force (False off Linux or without glibc's ``mallopt``).
     """
-    global _applied
-    if _applied == nbytes:
-        return True
     if not sys.platform.startswith("linux"):
         return False
     try:
@@ -36,7 +31,4 @@ def fixed_mmap_threshold(nbytes: int = 1 << 20) -> bool:
     except (OSError, AttributeError):
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    if mallopt(M_MMAP_THRESHOLD, int(nbytes)) != 1:
-        return False
-    _applied = nbytes
-    return True
+    return bool(mallopt(M_MMAP_THRESHOLD, int(nbytes)) == 1)

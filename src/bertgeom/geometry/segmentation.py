@@ -156,9 +156,8 @@ def chain_sum(table: Tensor, parent: Tensor) -> Tensor:
     links and points 2^r links down the chain.
     """
     val = table.gather(-1, parent[..., None])[..., 0]  # (..., pos+1): table[k, parent[k]]
-    val[..., 0] = 0
-    par = parent.clone()
-    par[..., 0] = 0
+    val[..., 0] = 0  # position 0 ends every chain: no link
+    par = parent
     for _ in range(max(1, math.ceil(math.log2(max(parent.shape[-1], 2))))):
         val = val + val.gather(-1, par)
         par = par.gather(-1, par)
