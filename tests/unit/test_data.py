@@ -125,6 +125,9 @@ def test_load_split_keeps_labelled_passing_rows_and_names_missing_files(tmp_path
     assert load_split(tmp_path, "val").id.tolist() == ["d"]
     assert load_pretraining_rows(tmp_path).id.tolist() == ["a", "c", "d"]
     assert sequences_for(load_split(tmp_path, "val"), "raw") == ["AC"]
+    slim = load_split(tmp_path, "train", columns=("id", "raw_spike"))
+    assert sorted(slim.columns) == ["id", "label", "qc_status", "raw_spike", "split"]
+    assert slim.id.tolist() == ["a"]
     _write_spikes(tmp_path, rows[:3])
     with pytest.raises(ArtifactError, match="'val' split"):
         load_split(tmp_path, "val")

@@ -37,7 +37,9 @@ def spikes_path(prepared_dir: str | os.PathLike) -> Path:
     return path
 
 
-def load_split(prepared_dir: str | os.PathLike, split: str) -> Any:
+def load_split(
+    prepared_dir: str | os.PathLike, split: str, columns: Sequence[str] = TRAIN_COLUMNS
+) -> Any:
     """Labelled, not QC-bad rows of one split, in file order.
 
     Parameters
@@ -46,16 +48,20 @@ def load_split(prepared_dir: str | os.PathLike, split: str) -> Any:
         A ``bertgeom prepare`` output directory.
     split
         ``train``, ``val`` or ``test``.
+    columns
+        Columns to read (``label``, ``split`` and ``qc_status`` are always read: they select
+        the rows); fewer columns, less memory (the two spike columns are ~8 KB per genome).
 
     Returns
     -------
     pandas.DataFrame
-        Columns ``TRAIN_COLUMNS``, index 0..n-1.
+        Columns ``columns`` plus the selecting ones, index 0..n-1.
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     path = spikes_path(prepared_dir)
-    df = read_spikes(path, TRAIN_COLUMNS)
+    wanted = list(dict.fromkeys([*columns, "label", "split", "qc_status"]))
+    df = read_spikes(path, wanted)
     keep = (df["split"] == split) & df["label"].notna() & (df["qc_status"] != "bad")
     out = df[keep].reset_index(drop=True)
     if out.empty:
