@@ -218,6 +218,10 @@ class AnalyzeConfig:
     perplexity, n_neighbors
         t-SNE perplexity (clipped to (genomes - 1) / 3 for small samples) and UMAP
         neighbourhood size (clipped to genomes - 1).
+    checkpoint_minutes
+        Minutes of streaming between checkpoints (``OUT/analyze_checkpoint.pt``; 0 = after
+        every batch); an interrupted run given the same inputs and options resumes from the
+        last one (see ``bertgeom.pipeline.analyze_resume``).
     """
 
     split: str = "test"
@@ -236,6 +240,7 @@ class AnalyzeConfig:
     map_genomes: int = 2000
     perplexity: float = 30.0
     n_neighbors: int = 15
+    checkpoint_minutes: float = 5.0
 
     def __post_init__(self) -> None:
         from bertgeom.geometry.accumulate import FAMILIES
@@ -256,6 +261,7 @@ class AnalyzeConfig:
         _check(self.map_genomes >= 5, "map_genomes", "must be >= 5")
         _check(self.perplexity > 0, "perplexity", "must be > 0")
         _check(self.n_neighbors >= 2, "n_neighbors", "must be >= 2")
+        _check(self.checkpoint_minutes >= 0, "checkpoint_minutes", "must be >= 0")
 
     @property
     def maps(self) -> tuple[str, ...]:

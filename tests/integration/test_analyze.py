@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import itertools
 import json
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from bertgeom.config import AnalyzeConfig
 from bertgeom.errors import ConfigError
@@ -146,3 +148,95 @@ def test_one_batch_equals_many(tiny_model, ci_prepared, tmp_path, monkeypatch):
 def test_unknown_family_is_a_config_error():
     with pytest.raises(ConfigError, match="unknown families"):
         AnalyzeConfig(only="cone,gatez")
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def _tables(out):
+    names = ("gates", "domains", "cone_summary", "direction", "spectra", "embeddings", "genomes")
+    return {n: pd.read_csv(out / f"{n}.tsv", sep="\t") for n in names}
+
+
+def test_interrupted_run_resumes_from_its_checkpoint_to_the_same_outputs(
+    tiny_model, ci_prepared, tmp_path, monkeypatch, capsys
+):
+    """Checkpoints after every batch; a run stopped in its third batch resumes at genome 6,
+    streams only the batches after it, and writes what an uninterrupted run writes."""
+    from bertgeom.geometry.accumulate import GeometryAccumulator
+    from bertgeom.pipeline.analyze_resume import CHECKPOINT
+
+    cfg = AnalyzeConfig(
+        split="all", all_genomes=True, max_genomes=12, batch_size=3, spectra_genomes=8,
+        map_methods="", checkpoint_minutes=0,
+    )  # fmt: skip
+    analyze.run(tiny_model, ci_prepared, tmp_path / "whole", cfg, progress=False)
+    assert not (tmp_path / "whole" / CHECKPOINT).exists()
+
+    end_batch = GeometryAccumulator.end_batch
+    calls = []
+
+    def failing(self, buckets):
+        calls.append(len(buckets))
+        if len(calls) == 3:
+            raise _Interrupt
+        end_batch(self, buckets)
+
+    out = tmp_path / "resumed"
+    monkeypatch.setattr(GeometryAccumulator, "end_batch", failing)
+    with pytest.raises(_Interrupt):
+        analyze.run(tiny_model, ci_prepared, out, cfg, progress=False)
+    assert (out / CHECKPOINT).is_file() and not (out / "gates.tsv").exists()
+
+    calls.clear()
+
+    def counting(self, buckets):
+        calls.append(len(buckets))
+        end_batch(self, buckets)
+
+    monkeypatch.setattr(GeometryAccumulator, "end_batch", counting)
+    summary = analyze.run(tiny_model, ci_prepared, out, cfg, progress=False)
+    assert "resuming at genome 6" in capsys.readouterr().err
+    assert calls[0] == 3 and sum(calls) == summary.n_genomes - 6  # only the rest streamed
+    assert not (out / CHECKPOINT).exists()
+    whole, resumed = _tables(tmp_path / "whole"), _tables(out)
+    for name in whole:
+        pd.testing.assert_frame_equal(whole[name], resumed[name], obj=name)
+    with np.load(tmp_path / "whole" / "maps.npz") as a, np.load(out / "maps.npz") as b:
+        assert sorted(a.files) == sorted(b.files)
+        for key in a.files:
+            assert np.array_equal(a[key], b[key]), key
+
+
+def test_checkpoint_of_another_run_is_ignored(tiny_model, ci_prepared, tmp_path, capsys):
+    from bertgeom.pipeline import analyze_resume
+
+    cfg = AnalyzeConfig(split="all", max_genomes=6, batch_size=3, only="cone", map_methods="")
+    out = tmp_path / "a"
+    out.mkdir()
+    (out / analyze_resume.CHECKPOINT).write_bytes(b"not a checkpoint")
+    analyze.run(tiny_model, ci_prepared, out, cfg, progress=False)
+    assert "unreadable checkpoint" in capsys.readouterr().err
+    assert not (out / analyze_resume.CHECKPOINT).exists()
+
+    # a checkpoint written by a run with another window is not resumed by this one
+    class Acc:  # the accumulator's resume interface
+        def state_dict(self):
+            return {"sums": torch.arange(3.0)}
+
+        def load_state_dict(self, state):
+            self.loaded = state
+
+    acc = Acc()
+    other = replace(cfg, window=5)
+    fp = analyze_resume.fingerprint(other, "cpu", [], np.array(["x"]))
+    analyze_resume.save(out, fp, acc, 3, [np.zeros(3, np.int64)], 1.0)
+    mine = analyze_resume.fingerprint(cfg, "cpu", [], np.array(["x"]))
+    assert analyze_resume.load(out, mine, acc) is None
+    assert "config (window) differ" in capsys.readouterr().err
+    assert not hasattr(acc, "loaded")
+    assert analyze_resume.load(out, fp, acc).start == 3
+    assert torch.equal(acc.loaded["sums"], torch.arange(3.0))
+    # options read only after the stream may change
+    assert analyze_resume.fingerprint(replace(cfg, alpha=0.01), "cpu", [], np.array(["x"])) == mine

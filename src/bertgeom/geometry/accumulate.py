@@ -17,7 +17,7 @@ GPU's memory, 1 GiB on CPU), and then solved in one dynamic programme for all la
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -67,6 +67,55 @@ class _Batch:
     cluster_parts: list[ClusterParts] = field(default_factory=list)  # per layer
 
 
+#: The accumulator's fields that batches add to (saved by ``state_dict``).
+_STATE = (
+    "gates",
+    "domain_stats",
+    "map_sum",
+    "map_count",
+    "histograms",
+    "per_genome",
+    "spectra",
+    "spectra_labels",
+    "spectra_taken",
+    "kept_maps",
+)
+_STATE_CLASSES = {c.__name__: c for c in (GateStats, DomainStats, ValueHistogram)}
+
+
+def _pack(v: Any) -> Any:
+    """``v`` with dataclasses, numpy arrays and device tensors as tagged dicts of CPU tensors."""
+    if isinstance(v, Tensor):
+        return {"__tensor__": v.detach().cpu(), "cuda": v.is_cuda}
+    if isinstance(v, np.ndarray):
+        return {"__ndarray__": torch.from_numpy(np.ascontiguousarray(v))}
+    if type(v).__name__ in _STATE_CLASSES and is_dataclass(v):
+        return {"__class__": type(v).__name__} | {
+            f.name: _pack(getattr(v, f.name)) for f in fields(v)
+        }
+    if isinstance(v, dict):
+        return {k: _pack(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return type(v)(_pack(x) for x in v)
+    return v
+
+
+def _unpack(v: Any) -> Any:
+    """The inverse of ``_pack``."""
+    if isinstance(v, dict):
+        if "__tensor__" in v:
+            return v["__tensor__"].cuda() if v["cuda"] else v["__tensor__"]
+        if "__ndarray__" in v:
+            return v["__ndarray__"].numpy()
+        if "__class__" in v:
+            cls = _STATE_CLASSES[v["__class__"]]
+            return cls(**{f.name: _unpack(v[f.name]) for f in fields(cls)})
+        return {k: _unpack(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return type(v)(_unpack(x) for x in v)
+    return v
+
+
 def regroup(stats: Any, index: Tensor, n: int) -> Any:
     """Sum the leading (class) dimension of every tensor field of ``stats`` into ``n`` groups."""
     out = {}
@@ -111,6 +160,27 @@ class GeometryAccumulator:
     def wants(self, family: str) -> bool:
         """Whether ``family`` is computed."""
         return family in self.options.families
+
+    # ------------------------------------------------------------------ resume
+    def state_dict(self) -> dict[str, Any]:
+        """What the batches so far added up to, in tensors, lists, dicts and strings only (so
+        ``torch.load(weights_only=True)`` reads it back), every tensor on the CPU. Between
+        batches only: a resumed accumulator fed the remaining batches ends equal to one fed
+        them all."""
+        if self._batch is not None:
+            raise RuntimeError("state_dict() inside a batch (between begin_batch and end_batch)")
+        return {name: _pack(getattr(self, name)) for name in _STATE}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore ``state_dict()``'s result; tensors go back to the devices they came from
+        (CUDA ones to the current CUDA device)."""
+        if self._batch is not None:
+            raise RuntimeError("load_state_dict() inside a batch")
+        missing = [name for name in _STATE if name not in state]
+        if missing:
+            raise ValueError(f"accumulator state lacks {missing}")
+        for name in _STATE:
+            setattr(self, name, _unpack(state[name]))
 
     # ------------------------------------------------------------------ batch protocol
     def begin_batch(self, mask: Tensor, labels: Tensor, keep_maps: Tensor | None = None) -> None:

@@ -27,6 +27,7 @@ from bertgeom.io.manifest import describe_inputs, write_manifest
 from bertgeom.model.data import collate, encode_labels, load_split, sequences_for
 from bertgeom.model.infer import resolve_device
 from bertgeom.model.store import WEIGHTS, ModelBundle, load_model_dir
+from bertgeom.pipeline import analyze_resume as resume
 
 
 @dataclass(frozen=True)
@@ -89,18 +90,23 @@ def run(
         ),
     )
     keep_maps = _kept(y, config.keep_maps, len(bundle.labels))
-    t0 = time.perf_counter()
-    pred = _stream(bundle, acc, ids, y, keep_maps, config.batch_size, dev, progress)
-    seconds = time.perf_counter() - t0
-    correct = pred == y
-    included = np.ones(len(y), bool) if config.all_genomes else correct
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    inputs = describe_inputs([Path(prepared_dir) / "spikes.parquet", Path(model_dir) / WEIGHTS])
+    stream = _Stream(
+        fingerprint=resume.fingerprint(config, dev, inputs, df.id.to_numpy()),
+        out=out,
+        every_s=60.0 * config.checkpoint_minutes,
+    )
+    batch = config.batch_size
+    pred, seconds = _stream(bundle, acc, ids, y, keep_maps, batch, dev, progress, stream)
+    correct = pred == y
+    included = np.ones(len(y), bool) if config.all_genomes else correct
     written, extra = _write_outputs(out, acc, bundle, df, y, pred, included, keep_maps, config)
     write_manifest(
         out,
         "analyze",
-        describe_inputs([Path(prepared_dir) / "spikes.parquet", Path(model_dir) / WEIGHTS]),
+        inputs,
         config,
         written,
         summary={
@@ -111,6 +117,7 @@ def run(
             **extra,
         },
     )
+    resume.remove(out)
     return AnalyzeSummary(
         len(y),
         int(correct.sum()),
@@ -149,6 +156,15 @@ def _kept(y: np.ndarray, per_class: int, n_classes: int) -> np.ndarray:
     return keep
 
 
+@dataclass(frozen=True)
+class _Stream:
+    """Checkpointing of the stream (see ``analyze_resume``)."""
+
+    fingerprint: dict[str, Any]
+    out: Path
+    every_s: float
+
+
 def _stream(
     bundle: ModelBundle,
     acc: Any,
@@ -158,17 +174,23 @@ def _stream(
     batch_size: int,
     device: str,
     progress: bool,
-) -> np.ndarray:
+    ckpt: _Stream,
+) -> tuple[np.ndarray, float]:
+    """Feed every batch to ``acc``, resuming from a checkpoint of this run if there is one;
+    returns the predicted class ids and the seconds spent streaming (over all sessions)."""
     import torch
     from tqdm import tqdm
 
     from bertgeom.geometry.capture import Capture
 
-    preds = []
+    done = resume.load(ckpt.out, ckpt.fingerprint, acc)
+    start, preds, before = (done.start, done.preds, done.seconds) if done else (0, [], 0.0)
+    t0 = last = time.perf_counter()
     model = bundle.model.eval()
     use_bf16 = device.startswith("cuda")
     bar = tqdm(
         total=len(ids),
+        initial=start,
         unit="genome",
         desc="analyze",
         disable=not progress,
@@ -176,7 +198,7 @@ def _stream(
         dynamic_ncols=True,
     )
     with bar, Capture(model, acc.on_layer), torch.inference_mode():
-        for a in range(0, len(ids), batch_size):
+        for a in range(start, len(ids), batch_size):
             rows = ids[a : a + batch_size].astype(np.int64)
             batch = {k: v.to(device) for k, v in collate(rows).items()}
             labels = torch.as_tensor(y[a : a + batch_size], device=device)
@@ -191,7 +213,14 @@ def _stream(
             acc.end_batch(torch.where(pred == labels, labels, labels + acc.n_classes))
             preds.append(pred.cpu().numpy())
             bar.update(len(labels))
-    return np.concatenate(preds) if preds else np.zeros(0, int)
+            now = time.perf_counter()
+            if a + batch_size < len(ids) and now - last >= ckpt.every_s:
+                resume.save(
+                    ckpt.out, ckpt.fingerprint, acc, a + batch_size, preds, before + now - t0
+                )
+                last = time.perf_counter()
+    seconds = before + time.perf_counter() - t0
+    return (np.concatenate(preds) if preds else np.zeros(0, np.int64)), seconds
 
 
 def _write_table(out: Path, name: str, table: pd.DataFrame, tsv: bool = True) -> list[str]:
@@ -290,7 +319,7 @@ def _write_maps(
             for m in acc.kept_maps
         ]
         arrays["genome_maps"] = np.stack(pad)  # (genome, layer, head, q, k)
-        arrays["genome_ids"] = ids[keep_maps]
+        arrays["genome_ids"] = ids[keep_maps].astype(str)  # not object: no pickle to load
         arrays["genome_classes"] = classes[keep_maps]
     with atomic_path(out / "maps.npz") as tmp, open(tmp, "wb") as fh:
         np.savez(fh, **arrays)  # float16 attention barely compresses; zlib cost 10x the time
