@@ -116,17 +116,19 @@ def test_table_invariants(full_run):
 
 
 def test_one_batch_equals_many(tiny_model, ci_prepared, tmp_path, monkeypatch):
-    """Batch size 8, 3, and 8 with the cluster tables solved after every layer instead of once
-    per batch (a hold budget of 1 byte): the same tables."""
+    """Batch size 8 (both layers' gate statistics in one call), 3, and 8 with the gate
+    statistics and the cluster tables of every layer computed alone (hold budgets of 1 byte):
+    the same tables."""
     import functools
 
     from bertgeom.geometry import accumulate
 
     tables = []
+    plain = accumulate.AccumulatorOptions
     for bs, hold in ((8, None), (3, None), (8, 1)):
         out = tmp_path / f"bs{bs}_{hold}"
         if hold is not None:
-            options = functools.partial(accumulate.AccumulatorOptions, cluster_hold_bytes=hold)
+            options = functools.partial(plain, cluster_hold_bytes=hold, gates_hold_bytes=hold)
             monkeypatch.setattr(accumulate, "AccumulatorOptions", options)
         cfg = AnalyzeConfig(split="all", all_genomes=True, max_genomes=8, only=FAST, batch_size=bs)
         analyze.run(tiny_model, ci_prepared, out, cfg, progress=False)

@@ -13,6 +13,10 @@ a class-stratified subset of ``spectra_genomes`` genomes. Within a batch, the cl
 prefix-sum tables (two (batch, head, pos+1, pos+1) float32 arrays per layer) are held until the
 end of the forward pass, or until they reach ``cluster_hold_bytes`` (default: a quarter of the
 GPU's memory, 1 GiB on CPU), and then solved in one dynamic programme for all layers held.
+Likewise the gate statistics of several layers are computed in one call on their attention maps
+stacked along the batch dimension (maps held up to ``gates_hold_bytes``: 1/128 of the GPU's
+memory, 64 MiB on CPU), so each of their ~800 operations is launched once per batch rather than
+once per layer (a 12-layer, 12-head model, batch 4, gates only: 14,037 -> 7,064 operations).
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ class AccumulatorOptions:
     svd_driver: str | None = None
     histogram_bins: int = 60
     cluster_hold_bytes: int | None = None  # None: a quarter of the GPU's memory, 1 GiB on CPU
+    gates_hold_bytes: int | None = None  # None: 1/128 of the GPU's memory, 64 MiB on CPU
 
 
 @dataclass
@@ -65,6 +70,7 @@ class _Batch:
     kept: Tensor  # (batch,) bool, genomes whose full maps are kept
     kept_maps: list[Tensor]  # per layer (kept, head, q, k)
     cluster_parts: list[ClusterParts] = field(default_factory=list)  # per layer
+    gates_pending: list[Tensor] = field(default_factory=list)  # attention maps, per layer
 
 
 #: The accumulator's fields that batches add to (saved by ``state_dict``).
@@ -114,6 +120,16 @@ def _unpack(v: Any) -> Any:
     if isinstance(v, list | tuple):
         return type(v)(_unpack(x) for x in v)
     return v
+
+
+def _rows(x: Any, rows: slice) -> Any:
+    """A dataclass of tensors (nested dataclasses too) with every tensor cut to ``rows`` of its
+    leading dimension (views)."""
+    out = {}
+    for f in fields(x):
+        v = getattr(x, f.name)
+        out[f.name] = v[rows] if isinstance(v, Tensor) else _rows(v, rows) if is_dataclass(v) else v
+    return replace(x, **out)
 
 
 def regroup(stats: Any, index: Tensor, n: int) -> Any:
@@ -224,6 +240,7 @@ class GeometryAccumulator:
         b = self._batch
         assert b is not None
         dev_buckets = buckets.to(b.mask.device)
+        self._gates(b)
         self._add_cluster_scores(b)
         for name, per_layer in b.per_genome.items():
             self.per_genome.setdefault(name, []).append(
@@ -269,11 +286,12 @@ class GeometryAccumulator:
         own = torch.arange(n, device=t.A.device)
         ds = self.options.drop_special
         if self.wants("gates"):
-            stats, parts = gate_stats_and_parts(t.A, b.mask, own, n, self.options.gate_options)
-            b.stats["gates"].append(stats)
-            b.cluster_parts.append(parts)
-            if sum(x.nbytes for x in b.cluster_parts) >= self._hold_bytes(t.A.device):
-                self._add_cluster_scores(b)
+            if b.gates_pending and b.gates_pending[0].shape != t.A.shape:
+                self._gates(b)
+            b.gates_pending.append(t.A)
+            held = sum(x.numel() * x.element_size() for x in b.gates_pending)
+            if held >= self._gates_hold_bytes(t.A.device):
+                self._gates(b)
             self._keep(b, "row_entropy", row_entropy(t.A, b.mask, drop_special=ds).normalised)
         if self.wants("domains"):
             b.stats["domains"].append(domain_stats(t.A, b.mask, self.domains, own, n))
@@ -285,6 +303,36 @@ class GeometryAccumulator:
             b.maps.append(t.A.detach().float())
         if bool(b.kept.any()):
             b.kept_maps.append(t.A[b.kept].detach().half().cpu())
+
+    def _gates(self, b: _Batch) -> None:
+        """Gate statistics of the held layers' maps in one call on the maps stacked along the
+        batch dimension (each op launched once for them all: on a GPU the per-row measures are
+        launch-bound), split back per layer; the cluster parts join those of earlier layers."""
+        if not b.gates_pending:
+            return
+        held, b.gates_pending = b.gates_pending, []
+        n_layers, n = len(held), held[0].shape[0]
+        a = torch.cat(held) if n_layers > 1 else held[0]
+        held.clear()
+        rows = n_layers * n
+        own = torch.arange(rows, device=a.device)
+        mask = b.mask.repeat(n_layers, 1)
+        stats, parts = gate_stats_and_parts(a, mask, own, rows, self.options.gate_options)
+        del a
+        for i in range(n_layers):
+            part = slice(i * n, (i + 1) * n)
+            b.stats["gates"].append(_rows(stats, part))
+            b.cluster_parts.append(_rows(parts, part))
+            if sum(x.nbytes for x in b.cluster_parts) >= self._hold_bytes(b.mask.device):
+                self._add_cluster_scores(b)
+
+    def _gates_hold_bytes(self, device: torch.device) -> int:
+        """Attention maps held before their gate statistics are computed together."""
+        if self.options.gates_hold_bytes is not None:
+            return self.options.gates_hold_bytes
+        if device.type == "cuda":
+            return torch.cuda.get_device_properties(device).total_memory // 128
+        return 64 << 20
 
     def _hold_bytes(self, device: torch.device) -> int:
         """Memory the cluster tables of a batch may hold before they are solved: on a GPU each
