@@ -7,12 +7,17 @@ with status 2; heavy modules are imported inside the handlers so ``--help`` is i
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from typing import Any
 
 from bertgeom import __version__
 from bertgeom.errors import BertgeomError
+
+DEVICE_HELP = "auto (default: CUDA when present, else CPU), cpu, cuda or cuda:N"
 
 
 def _config_table(path: str | None, stage: str) -> dict[str, Any]:
@@ -181,11 +186,14 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         progress=not args.quiet,
     )
+    where = sys.stderr if args.out == "-" else sys.stdout  # "-": the TSV is on stdout
+    dups = f" ({s.n_duplicates} of them duplicate ids)" if s.n_duplicates else ""
     print(
-        f"{s.n_genomes} genomes: {s.n_classified} classified, {s.n_failed_qc} failed QC, "
-        f"{s.n_ood} flagged out of distribution -> {args.out}"
+        f"{s.n_genomes} genomes: {s.n_classified} classified, {s.n_failed_qc} failed QC{dups}, "
+        f"{s.n_ood} flagged out of distribution -> {args.out}",
+        file=where,
     )
-    print(", ".join(f"{k} {v}" for k, v in sorted(s.per_class.items())))
+    print(", ".join(f"{k} {v}" for k, v in sorted(s.per_class.items())), file=where)
     return 0
 
 
@@ -335,8 +343,8 @@ def build_parser() -> argparse.ArgumentParser:
     pe.add_argument("prepared", metavar="PREPARED_DIR")
     pe.add_argument("--out", required=True, help="output directory")
     pe.add_argument("--split", default="test", choices=("train", "val", "test"))
-    pe.add_argument("--device", default="auto")
-    pe.add_argument("--batch-size", type=int, default=64)
+    pe.add_argument("--device", default="auto", help=DEVICE_HELP)
+    pe.add_argument("--batch-size", type=int, default=64, help="genomes per forward pass (64)")
     pe.add_argument(
         "--refit",
         action="store_true",
@@ -347,11 +355,19 @@ def build_parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("predict", help="classify genomes: one TSV row per input genome")
     pr.add_argument("model", metavar="MODEL_DIR")
     pr.add_argument("genomes", nargs="+", metavar="GENOMES", help="FASTA(.gz) files")
-    pr.add_argument("--out", required=True, help="predictions TSV to write")
+    pr.add_argument(
+        "--out",
+        required=True,
+        help="predictions TSV to write (gzip when it ends in .gz; - = standard output)",
+    )
     pr.add_argument("--jobs", type=int, help="alignment worker processes (1)")
-    pr.add_argument("--dedupe", choices=("error", "keep-first"))
-    pr.add_argument("--device", default="auto")
-    pr.add_argument("--batch-size", type=int, default=64)
+    pr.add_argument(
+        "--dedupe",
+        choices=("error", "keep-first"),
+        help="a repeated record id: error (default), or keep-first (later ones get a bad row)",
+    )
+    pr.add_argument("--device", default="auto", help=DEVICE_HELP)
+    pr.add_argument("--batch-size", type=int, default=64, help="genomes per forward pass (64)")
     pr.add_argument("--config", help="TOML file with a [prepare] table (QC thresholds)")
     pr.add_argument("--quiet", action="store_true")
     pr.set_defaults(func=_cmd_predict)
@@ -377,8 +393,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated 2-D embedding maps: pca, tsne, umap (needs umap-learn); "
         "'' = none (default pca,tsne,umap)",
     )
-    pa.add_argument("--batch-size", type=int)
-    pa.add_argument("--device", help="auto (default), cpu or cuda")
+    pa.add_argument("--batch-size", type=int, help="genomes per forward pass (64 GPU, 16 CPU)")
+    pa.add_argument("--device", help=DEVICE_HELP)
     pa.add_argument("--seed", type=int)
     pa.add_argument("--config", help="TOML file with an [analyze] table")
     pa.add_argument("--quiet", action="store_true")
@@ -427,6 +443,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``bertgeom`` command."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    global _MAIN_PID
+    _MAIN_PID = os.getpid()
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if main_thread else None
     try:
         return int(args.func(args))
     except BertgeomError as exc:
@@ -435,6 +455,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except _Terminated:
+        print("terminated", file=sys.stderr)
+        return 143
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
+class _Terminated(Exception):
+    """SIGTERM, raised in the main thread so that partial outputs are cleaned up."""
+
+
+_MAIN_PID = os.getpid()
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    if os.getpid() != _MAIN_PID:  # a forked worker (e.g. a pool being terminated): just exit
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return
+    raise _Terminated
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -75,3 +75,91 @@ def test_evaluate_writes_metrics_and_figures(tiny_model, ci_prepared, tmp_path, 
     ):
         assert (out / name).is_file(), name
     assert (tiny_model / "ood.npz").is_file()
+
+
+def _records(shared_data, n):
+    with gzip.open(shared_data / "ci_genomes.fasta.gz", "rt") as fh:
+        lines = fh.read().splitlines()
+    return [(lines[i][1:], lines[i + 1]) for i in range(0, 2 * n, 2)]
+
+
+def test_predict_keep_first_gives_repeated_ids_a_row_in_place(
+    tiny_model, shared_data, tmp_path, capsys
+):
+    (a, sa), (b, sb) = _records(shared_data, 2)
+    fasta = tmp_path / "dup.fasta"
+    fasta.write_text(f'>{a}\n{sa}\n>{b}\n{sb}\n>{a}\n{sb}\n>q"1\n{sa}\n')
+    out = tmp_path / "p.tsv"
+    cmd = ["predict", str(tiny_model), str(fasta), "--out", str(out), "--quiet"]
+    assert main(cmd) == 2  # the default: a repeated id is an error
+    assert "duplicate" in capsys.readouterr().err and not out.exists()
+    assert main([*cmd, "--dedupe", "keep-first"]) == 0
+    assert "4 genomes: 3 classified, 1 failed QC (1 of them duplicate ids)" in (
+        capsys.readouterr().out
+    )
+    lines = out.read_text().splitlines()
+    rows = [ln.split("\t") for ln in lines[1:]]
+    assert [r[0] for r in rows] == [a, b, a, 'q"1']  # input order; a quote is not quoted
+    dup = dict(zip(COLUMNS, rows[2], strict=True))
+    assert dup["qc_status"] == "bad" and dup["predicted_class"] == ""
+    assert f"record 3 of {fasta} repeats an earlier record's id" in dup["qc_notes"]
+    assert all(len(r) == len(COLUMNS) for r in rows)
+
+
+def test_predict_output_to_gzip_and_stdout(tiny_model, shared_data, tmp_path, capsys):
+    fasta = tmp_path / "in.fasta"
+    fasta.write_text("".join(f">{n}\n{s}\n" for n, s in _records(shared_data, 2)))
+    gz = tmp_path / "p.tsv.gz"
+    assert main(["predict", str(tiny_model), str(fasta), "--out", str(gz), "--quiet"]) == 0
+    capsys.readouterr()
+    with gzip.open(gz, "rt") as fh:
+        packed = fh.read()
+    assert main(["predict", str(tiny_model), str(fasta), "--out", "-", "--quiet"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == packed and len(packed.splitlines()) == 3
+    assert "2 genomes: 2 classified" in captured.err and not (tmp_path / "-").exists()
+
+
+def test_predict_bad_options_are_clear_errors_before_any_work(tiny_model, tmp_path, capsys):
+    import torch
+
+    fasta = tmp_path / "in.fasta"
+    fasta.write_text(">x\nACGT\n")
+    out = tmp_path / "p.tsv"
+    base = ["predict", str(tiny_model), str(fasta), "--quiet"]
+    cases = [
+        (["--out", str(out), "--device", "bogus"], "device must be auto, cpu, cuda or cuda:N"),
+        (["--out", str(out), "--batch-size", "0"], "batch size must be an integer >= 1"),
+        (["--out", str(out), "--batch-size", "-3"], "batch size must be an integer >= 1"),
+        (["--out", str(tmp_path)], "is a directory"),
+    ]
+    if not torch.cuda.is_available():
+        cases.append((["--out", str(out), "--device", "cuda"], "CUDA is not available here"))
+    for extra, message in cases:
+        assert main([*base, *extra]) == 2, extra
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and message in err, (extra, err)
+        assert not out.exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["in.fasta"]
+
+
+def test_sigterm_stops_a_command_and_removes_its_partial_output(tmp_path, monkeypatch, capsys):
+    import os
+    import signal
+
+    from bertgeom.io.files import atomic_path
+    from bertgeom.pipeline import predict
+
+    def run(model_dir, genomes, out_path, **kwargs):
+        with atomic_path(out_path) as tmp:
+            tmp.write_text("partial")
+            os.kill(os.getpid(), signal.SIGTERM)
+        raise AssertionError("not reached")
+
+    monkeypatch.setattr(predict, "run", run)
+    before = signal.getsignal(signal.SIGTERM)
+    out = tmp_path / "p.tsv"
+    assert main(["predict", "model", "x.fasta", "--out", str(out)]) == 143
+    assert capsys.readouterr().err == "terminated\n"
+    assert list(tmp_path.iterdir()) == []
+    assert signal.getsignal(signal.SIGTERM) == before  # the handler is restored

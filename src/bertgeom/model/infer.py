@@ -18,12 +18,44 @@ class Inference:
 
 
 def resolve_device(device: str = "auto") -> str:
-    """``auto`` -> ``cuda`` when available, else ``cpu``."""
+    """``auto`` -> ``cuda`` when available, else ``cpu``; other names are checked.
+
+    Raises
+    ------
+    ConfigError
+        ``device`` is not a torch device name (``cpu``, ``cuda``, ``cuda:1`` ...), or names a
+        CUDA device that this machine or this torch build does not have.
+    """
     import torch
+
+    from bertgeom.errors import ConfigError
 
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"device must be auto, cpu, cuda or cuda:N (got {device!r})") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            build = "a CPU-only torch build" if torch.version.cuda is None else "no GPU visible"
+            raise ConfigError(f"device {device!r}: CUDA is not available here ({build})")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) here"
+            )
+    elif dev.type != "cpu":
+        raise ConfigError(f"device must be auto, cpu, cuda or cuda:N (got {device!r})")
     return device
+
+
+def check_batch_size(batch_size: int) -> int:
+    """``batch_size`` if it is >= 1, else a :class:`ConfigError`."""
+    from bertgeom.errors import ConfigError
+
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch size must be an integer >= 1 (got {batch_size!r})")
+    return batch_size
 
 
 def infer(
@@ -35,6 +67,7 @@ def infer(
     repeat spikes (6,504 genomes of ``../shared/data`` hold 2,838 distinct ones). Outputs are
     the same either way up to float rounding (batches are composed differently).
     """
+    check_batch_size(batch_size)
     if len(ids) == 0:
         h = model.config.hidden_size
         return Inference(np.zeros((0, model.config.num_labels), np.float32), np.zeros((0, h)))

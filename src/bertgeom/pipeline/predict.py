@@ -8,22 +8,25 @@ the model id and the package version, as pangolin's reports do.
 
 from __future__ import annotations
 
-import csv
+import gzip
 import os
-from collections.abc import Sequence
+import re
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 
 from bertgeom import __version__
 from bertgeom.config import PrepareConfig
 from bertgeom.errors import InputError
-from bertgeom.io.fasta import check_fasta, count_records, read_fasta
+from bertgeom.io.fasta import FastaReport, check_fasta, count_records, read_fasta
 from bertgeom.io.files import atomic_path, sha256_file
 from bertgeom.model.calibrate import OodModel, load_ood
-from bertgeom.model.infer import infer, resolve_device
+from bertgeom.model.infer import check_batch_size, infer, resolve_device
 from bertgeom.model.metrics import softmax
 from bertgeom.model.store import WEIGHTS, ModelBundle, load_model_dir
 from bertgeom.pipeline.calibrate import OOD_FILE
@@ -58,6 +61,7 @@ class PredictSummary:
     n_failed_qc: int
     n_ood: int
     per_class: dict[str, int]
+    n_duplicates: int = 0  # records skipped by ``dedupe = "keep-first"`` (rows marked bad)
 
 
 def run(
@@ -70,87 +74,173 @@ def run(
     chunk: int = 512,
     progress: bool = True,
 ) -> PredictSummary:
-    """Classify every genome of ``genomes`` with the model in ``model_dir``."""
+    """Classify every genome of ``genomes`` with the model in ``model_dir``.
+
+    ``out_path`` is a TSV file (gzip-compressed when it ends in ``.gz``), written atomically, or
+    ``-`` for standard output. Every input record gets one row, in input order: records that
+    fail QC get an empty class and the reasons; with ``dedupe = "keep-first"`` a record whose id
+    repeats an earlier one gets a ``bad`` row saying so (it is not classified).
+    """
     paths = [str(p) for p in genomes]
     if not paths:
         raise InputError("predict: no genome files given")
     for p in paths:
         if not Path(p).exists():
             raise InputError(f"{p}: no such file")
+    if str(out_path) != "-" and Path(out_path).is_dir():
+        raise InputError(f"{out_path}: is a directory (--out names the TSV file to write)")
+    check_batch_size(batch_size)
     cfg = prepare_config or PrepareConfig()
     dev = resolve_device(device)
+    check_fasta(paths)
     bundle = load_model_dir(model_dir, device=dev)
     ood_path = Path(model_dir) / OOD_FILE
     ood = load_ood(str(ood_path)) if ood_path.is_file() else None
+    if ood is None:
+        print(
+            f"predict: warning: {ood_path} is missing, so the ood columns stay empty "
+            "(`bertgeom evaluate --refit` fits the detector)",
+            file=sys.stderr,
+        )
     model_id = sha256_file(Path(model_dir) / WEIGHTS)[:12]
-    check_fasta(paths)
     total = count_records(paths)
-    records = read_fasta(paths, dedupe=cfg.dedupe)  # type: ignore[arg-type]
-    counts = {"n": 0, "ok": 0, "bad": 0, "ood": 0}
+    report = FastaReport()
+    duplicates: list[tuple[int, tuple[str, str, int]]] = []
+    records = _note_duplicates(
+        read_fasta(paths, dedupe=cfg.dedupe, report=report),  # type: ignore[arg-type]
+        report,
+        duplicates,
+    )
+    counts = {"n": 0, "ok": 0, "bad": 0, "ood": 0, "dup": 0}
     per_class: dict[str, int] = {}
-    with atomic_path(out_path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh, delimiter="\t", lineterminator="\n")
-        writer.writerow(COLUMNS)
+    out = _Writer(bundle, ood, model_id, dev, batch_size, counts, per_class)
+    with _open_output(out_path) as fh:
+        fh.write(_line(COLUMNS))
         rows: list[dict[str, Any]] = []
-        for row in process_genomes(records, cfg, total, progress, desc="predict"):
+        for k, row in enumerate(process_genomes(records, cfg, total, progress, desc="predict")):
+            while duplicates and duplicates[0][0] <= k:
+                rows.append(_duplicate_row(duplicates.pop(0)[1]))
             rows.append(row)
             if len(rows) >= chunk:
-                _flush(rows, bundle, ood, model_id, dev, batch_size, writer, counts, per_class)
+                out.flush(rows, fh)
                 rows = []
-        _flush(rows, bundle, ood, model_id, dev, batch_size, writer, counts, per_class)
-    return PredictSummary(counts["n"], counts["ok"], counts["bad"], counts["ood"], per_class)
-
-
-def _flush(
-    rows: list[dict[str, Any]],
-    bundle: ModelBundle,
-    ood: OodModel | None,
-    model_id: str,
-    device: str,
-    batch_size: int,
-    writer: Any,
-    counts: dict[str, int],
-    per_class: dict[str, int],
-) -> None:
-    ok = [i for i, r in enumerate(rows) if r["qc_status"] != "bad"]
-    column = "spike" if bundle.vocab.spec.mode == "aligned" else "raw_spike"
-    out = infer(
-        bundle.model, bundle.vocab.encode([rows[i][column] for i in ok]), batch_size, device
+        rows += [_duplicate_row(d) for _, d in duplicates]
+        out.flush(rows, fh)
+    return PredictSummary(
+        counts["n"], counts["ok"], counts["bad"], counts["ood"], per_class, counts["dup"]
     )
-    probs = softmax(out.logits.astype(np.float64), bundle.temperature)
-    order = np.argsort(-probs, axis=1)
-    dist = ood.distances(out.cls) if ood is not None else None
-    flags = ood.flag(out.cls, probs.max(axis=1)) if ood is not None else None
-    result = {i: k for k, i in enumerate(ok)}
-    for i, row in enumerate(rows):
-        k = result.get(i)
-        cells = [row["id"], "", "", "", "", "", "", ""]
-        if k is not None:
-            top, second = order[k, 0], order[k, 1] if probs.shape[1] > 1 else order[k, 0]
-            label = bundle.labels[top]
-            cells[1:8] = [
-                label,
-                f"{probs[k, top]:.4f}",
-                bundle.labels[second],
-                f"{probs[k, second]:.4f}",
-                f"{probs[k, top] - probs[k, second]:.4f}",
-                "" if flags is None else str(bool(flags[k])).lower(),
-                "" if dist is None else f"{dist[k]:.2f}",
-            ]
-            per_class[label] = per_class.get(label, 0) + 1
-            counts["ok"] += 1
-            counts["ood"] += int(flags is not None and bool(flags[k]))
+
+
+def _note_duplicates(
+    records: Iterator[Any], report: FastaReport, out: list[tuple[int, tuple[str, str, int]]]
+) -> Iterator[Any]:
+    """``records`` as they are; each duplicate the reader skipped is appended to ``out`` with
+    the number of records yielded before it (where its row goes)."""
+    seen = k = 0
+    for record in records:
+        skipped = report.duplicates_skipped
+        out.extend((k, d) for d in skipped[seen:])
+        seen = len(skipped)
+        yield record
+        k += 1
+    out.extend((k, d) for d in report.duplicates_skipped[seen:])
+
+
+def _duplicate_row(dup: tuple[str, str, int]) -> dict[str, Any]:
+    seq_id, path, index = dup
+    return {
+        "id": seq_id,
+        "qc_status": "bad",
+        "qc_reasons": f"duplicate id: record {index + 1} of {path} repeats an earlier record's "
+        "id (dedupe keep-first: not classified)",
+        "duplicate": True,
+    }
+
+
+@contextmanager
+def _open_output(out_path: str | os.PathLike) -> Iterator[TextIO]:
+    """Standard output for ``-``; else an atomically written file, gzip for ``.gz``."""
+    if str(out_path) == "-":
+        yield sys.stdout
+        sys.stdout.flush()
+        return
+    with atomic_path(out_path) as tmp:
+        if str(out_path).endswith(".gz"):
+            with gzip.open(tmp, "wt", encoding="utf-8", newline="") as fh:
+                yield fh
         else:
-            counts["bad"] += 1
-        cells += [
-            row["qc_status"],
-            row["qc_reasons"],
-            row["mutations"],
-            row["n_mutations"],
-            f"{row['n_fraction']:.4f}",
-            row["align_method"],
-            model_id,
-            __version__,
-        ]
-        writer.writerow(cells)
-        counts["n"] += 1
+            with open(tmp, "w", encoding="utf-8", newline="") as fh:
+                yield fh
+
+
+def _line(cells: Sequence[Any]) -> str:
+    """One TSV line; cells are written as they are (no quoting: an id with a quote stays the
+    FASTA's id), with tabs and line breaks inside a cell turned into spaces."""
+    return "\t".join(_CLEAN.sub(" ", str(c)) for c in cells) + "\n"
+
+
+_CLEAN = re.compile(r"[\t\r\n]")
+
+
+@dataclass
+class _Writer:
+    """Classifies chunks of processed rows and writes their TSV lines."""
+
+    bundle: ModelBundle
+    ood: OodModel | None
+    model_id: str
+    device: str
+    batch_size: int
+    counts: dict[str, int]
+    per_class: dict[str, int]
+
+    def flush(self, rows: list[dict[str, Any]], fh: TextIO) -> None:
+        bundle, ood, counts = self.bundle, self.ood, self.counts
+        ok = [i for i, r in enumerate(rows) if r["qc_status"] != "bad"]
+        column = "spike" if bundle.vocab.spec.mode == "aligned" else "raw_spike"
+        out = infer(
+            bundle.model,
+            bundle.vocab.encode([rows[i][column] for i in ok]),
+            self.batch_size,
+            self.device,
+        )
+        probs = softmax(out.logits.astype(np.float64), bundle.temperature)
+        order = np.argsort(-probs, axis=1)
+        dist = ood.distances(out.cls) if ood is not None else None
+        flags = ood.flag(out.cls, probs.max(axis=1)) if ood is not None else None
+        result = {i: k for k, i in enumerate(ok)}
+        for i, row in enumerate(rows):
+            k = result.get(i)
+            cells = [row["id"], "", "", "", "", "", "", ""]
+            if k is not None:
+                top, second = order[k, 0], order[k, 1] if probs.shape[1] > 1 else order[k, 0]
+                label = bundle.labels[top]
+                cells[1:8] = [
+                    label,
+                    f"{probs[k, top]:.4f}",
+                    bundle.labels[second],
+                    f"{probs[k, second]:.4f}",
+                    f"{probs[k, top] - probs[k, second]:.4f}",
+                    "" if flags is None else str(bool(flags[k])).lower(),
+                    "" if dist is None else f"{dist[k]:.2f}",
+                ]
+                self.per_class[label] = self.per_class.get(label, 0) + 1
+                counts["ok"] += 1
+                counts["ood"] += int(flags is not None and bool(flags[k]))
+            else:
+                counts["bad"] += 1
+            if row.get("duplicate"):
+                counts["dup"] += 1
+                cells += [row["qc_status"], row["qc_reasons"], "", "", "", ""]
+            else:
+                cells += [
+                    row["qc_status"],
+                    row["qc_reasons"],
+                    row["mutations"],
+                    row["n_mutations"],
+                    f"{row['n_fraction']:.4f}",
+                    row["align_method"],
+                ]
+            cells += [self.model_id, __version__]
+            fh.write(_line(cells))
+            counts["n"] += 1
