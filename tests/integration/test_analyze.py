@@ -242,3 +242,54 @@ def test_checkpoint_of_another_run_is_ignored(tiny_model, ci_prepared, tmp_path,
     assert torch.equal(acc.loaded["sums"], torch.arange(3.0))
     # options read only after the stream may change
     assert analyze_resume.fingerprint(replace(cfg, alpha=0.01), "cpu", [], np.array(["x"])) == mine
+
+
+def test_a_roberta_checkpoint_trained_elsewhere_is_analysed(tiny_model, ci_prepared, tmp_path):
+    """A RoBERTa classifier with our tokenizer files, PyTorch weights, labels LABEL_0.. and no
+    bertgeom_model.json: loaded through AutoModel, grouped by the data's classes over all
+    genomes (noted), its predictions those of the model itself."""
+    import shutil
+
+    import transformers
+
+    from bertgeom.model.data import collate, load_split, sequences_for
+    from bertgeom.model.store import load_model_dir
+    from bertgeom.tokens.vocab import load_vocabulary
+
+    vocab = load_vocabulary(tiny_model)
+    cfg = transformers.RobertaConfig(
+        vocab_size=len(vocab.tokens), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        intermediate_size=64, max_position_embeddings=440, pad_token_id=0, num_labels=3,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    d = tmp_path / "roberta"
+    d.mkdir()
+    cfg.save_pretrained(d)  # PyTorch-format weights, as older checkpoints have them
+    model = transformers.RobertaForSequenceClassification(cfg)
+    torch.save(model.state_dict(), d / "pytorch_model.bin")
+    for name in ("vocab.txt", "bertgeom_tokens.json"):
+        shutil.copy(tiny_model / name, d / name)
+    assert not (d / "model.safetensors").exists() and (d / "pytorch_model.bin").exists()
+
+    out = tmp_path / "out"
+    run_cfg = AnalyzeConfig(split="test", only=FAST, batch_size=4, map_methods="", keep_maps=0)
+    summary = analyze.run(d, ci_prepared, out, run_cfg, progress=False)
+    assert summary.n_included == summary.n_genomes
+    assert any("LABEL_0, LABEL_1, LABEL_2" in n for n in summary.notes)
+    genomes = pd.read_csv(out / "genomes.tsv", sep="\t")
+    assert genomes.included.all() and not genomes.correct.any()
+    test = load_split(ci_prepared, "test")
+    assert set(genomes["class"]) == set(test.label)
+    gates = pd.read_csv(out / "gates.tsv", sep="\t")
+    assert set(gates["class"]) - {"all"} <= set(test.label)
+
+    bundle = load_model_dir(d)
+    assert type(bundle.model).__name__ == "RobertaForSequenceClassification"
+    loaded = bundle.model.state_dict()
+    assert all(torch.equal(v, loaded[k]) for k, v in model.state_dict().items())
+    order = genomes.seq_id.tolist()
+    test = test.set_index("id").loc[order]
+    with torch.inference_mode():
+        logits = bundle.model(**collate(vocab.encode(sequences_for(test, "aligned")))).logits
+    expected = np.asarray(bundle.labels)[logits.argmax(-1).numpy()]
+    assert genomes.predicted.tolist() == expected.tolist()

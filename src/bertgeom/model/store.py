@@ -100,21 +100,54 @@ def update_meta(directory: str | os.PathLike, **fields: Any) -> dict[str, Any]:
     return meta
 
 
+#: Weight files an HF model directory may hold (safetensors first).
+WEIGHT_FILES = (WEIGHTS, "pytorch_model.bin")
+
+
+def weights_file(directory: str | os.PathLike) -> Path:
+    """The weights of a model directory (``model.safetensors``, else ``pytorch_model.bin``)."""
+    d = Path(directory)
+    for name in WEIGHT_FILES:
+        if (d / name).is_file():
+            return d / name
+    raise ArtifactError(f"{d / WEIGHTS}: no such file (not a trained model directory)")
+
+
 def load_model_dir(
     directory: str | os.PathLike, device: str = "cpu", attn_implementation: str = "eager"
 ) -> ModelBundle:
-    """Load a model directory for inference (eval mode, on ``device``)."""
-    from transformers import BertForSequenceClassification
+    """Load a model directory for inference (eval mode, on ``device``).
+
+    Ours, or any local HF sequence classifier of the BERT family (BERT, RoBERTa, ...: loaded
+    with ``AutoModelForSequenceClassification``) that reads our k-mer tokens, i.e. holds our
+    tokenizer files (``vocab.txt``, ``bertgeom_tokens.json``). Without ``bertgeom_model.json``
+    (a checkpoint trained elsewhere) the labels come from ``config.json``'s ``id2label`` and
+    there is no calibration (temperature 1).
+    """
+    from transformers import AutoConfig, AutoModelForSequenceClassification
 
     d = Path(directory)
-    if not (d / WEIGHTS).is_file():
-        raise ArtifactError(f"{d / WEIGHTS}: no such file (not a trained model directory)")
-    meta = read_meta(d)
+    weights_file(d)
+    meta = read_meta(d) if (d / MODEL_META).is_file() else {"foreign": True}
     vocab = load_vocabulary(d)
+    try:
+        config = AutoConfig.from_pretrained(str(d))
+    except (OSError, ValueError) as err:
+        raise ArtifactError(f"{d / 'config.json'}: not an HF model config ({err})") from None
     with _quiet_transformers():
-        model = BertForSequenceClassification.from_pretrained(
-            str(d), attn_implementation=attn_implementation
+        model = AutoModelForSequenceClassification.from_pretrained(
+            str(d), config=config, attn_implementation=attn_implementation
+        )
+    base = getattr(model, "base_model", None)
+    if getattr(getattr(base, "encoder", None), "layer", None) is None:
+        raise ArtifactError(
+            f"{d}: a {type(model).__name__} has no encoder.layer list (not a BERT-family model)"
+        )
+    if config.vocab_size < len(vocab.tokens):
+        raise ArtifactError(
+            f"{d}: the model's vocabulary ({config.vocab_size}) is smaller than the tokenizer's "
+            f"({len(vocab.tokens)})"
         )
     model.to(device).eval()
-    labels = tuple(model.config.id2label[i] for i in range(model.config.num_labels))
+    labels = tuple(str(model.config.id2label[i]) for i in range(model.config.num_labels))
     return ModelBundle(model=model, vocab=vocab, labels=labels, meta=meta, path=d)

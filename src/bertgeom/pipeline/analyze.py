@@ -26,8 +26,9 @@ from bertgeom.io.files import atomic_path, save_figure, write_json
 from bertgeom.io.manifest import describe_inputs, write_manifest
 from bertgeom.model.data import collate, encode_labels, load_split, sequences_for
 from bertgeom.model.infer import resolve_device
-from bertgeom.model.store import WEIGHTS, ModelBundle, load_model_dir
+from bertgeom.model.store import ModelBundle, load_model_dir, weights_file
 from bertgeom.pipeline import analyze_resume as resume
+from bertgeom.resources import CLASSES
 
 
 @dataclass(frozen=True)
@@ -75,11 +76,14 @@ def run(
     config = replace(config, batch_size=config.batch_size or (64 if dev.startswith("cuda") else 16))
     bundle = load_model_dir(model_dir, device=dev, attn_implementation="eager")
     df, ids = _load(prepared_dir, config, bundle)
-    y = encode_labels(df.label, bundle.labels)
+    classes, to_class, notes = _classes(bundle.labels, df.label)
+    if notes:  # predictions cannot be scored: statistics over all genomes
+        config = replace(config, all_genomes=True)
+    y = encode_labels(df.label, classes)
     n_tokens = ids.shape[1] - 2
     acc = GeometryAccumulator(
         bundle.model,
-        len(bundle.labels),
+        len(classes),
         token_domains(n_tokens, bundle.vocab.spec),
         AccumulatorOptions(
             families=config.families,
@@ -89,20 +93,23 @@ def run(
             svd_driver="gesvda" if dev.startswith("cuda") else None,
         ),
     )
-    keep_maps = _kept(y, config.keep_maps, len(bundle.labels))
+    keep_maps = _kept(y, config.keep_maps, len(classes))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    inputs = describe_inputs([Path(prepared_dir) / "spikes.parquet", Path(model_dir) / WEIGHTS])
+    inputs = describe_inputs([Path(prepared_dir) / "spikes.parquet", weights_file(model_dir)])
     stream = _Stream(
         fingerprint=resume.fingerprint(config, dev, inputs, df.id.to_numpy()),
         out=out,
         every_s=60.0 * config.checkpoint_minutes,
     )
     batch = config.batch_size
-    pred, seconds = _stream(bundle, acc, ids, y, keep_maps, batch, dev, progress, stream)
-    correct = pred == y
+    pred, seconds = _stream(bundle, acc, ids, y, to_class, keep_maps, batch, dev, progress, stream)
+    correct = to_class[pred] == y
     included = np.ones(len(y), bool) if config.all_genomes else correct
-    written, extra = _write_outputs(out, acc, bundle, df, y, pred, included, keep_maps, config)
+    genomes = _Genomes(df, y, classes, np.asarray(bundle.labels)[pred], correct, included)
+    written, extra = _write_outputs(out, acc, bundle, genomes, keep_maps, config)
+    if notes:
+        extra["notes"] = [*notes, *extra.get("notes", [])]
     write_manifest(
         out,
         "analyze",
@@ -127,6 +134,43 @@ def run(
         tuple(written),
         tuple(extra.get("notes", ())),
     )
+
+
+def _classes(
+    model_labels: tuple[str, ...], data_labels: Any
+) -> tuple[tuple[str, ...], np.ndarray, list[str]]:
+    """The classes statistics are grouped by, the class of each model output (-1: none), and
+    notes.
+
+    Normally the model's own labels. A checkpoint trained elsewhere may name its outputs
+    otherwise (``LABEL_0`` ...): then the classes are the data's labels, predictions that name
+    no class count as wrong, and the caller uses all genomes (noted in the manifest).
+    """
+    present = sorted(set(data_labels))
+    if set(present) <= set(model_labels):
+        return model_labels, np.arange(len(model_labels)), []
+    classes = tuple(c for c in CLASSES if c in present) + tuple(
+        c for c in present if c not in CLASSES
+    )
+    to_class = np.array([classes.index(m) if m in classes else -1 for m in model_labels])
+    missing = sorted(set(present) - set(model_labels))
+    note = (
+        f"the model's labels ({', '.join(model_labels)}) do not include the data's classes "
+        f"{', '.join(missing)}: statistics use all genomes, grouped by the data's classes"
+    )
+    return classes, to_class, [note]
+
+
+@dataclass(frozen=True)
+class _Genomes:
+    """The analysed genomes, in streaming order."""
+
+    df: pd.DataFrame  # id, label, mutations
+    y: np.ndarray  # class ids (in ``classes``)
+    classes: tuple[str, ...]
+    predicted: np.ndarray  # the model's predicted labels (str)
+    correct: np.ndarray
+    included: np.ndarray  # in the class statistics
 
 
 def _load(
@@ -170,6 +214,7 @@ def _stream(
     acc: Any,
     ids: np.ndarray,
     y: np.ndarray,
+    to_class: np.ndarray,
     keep_maps: np.ndarray,
     batch_size: int,
     device: str,
@@ -177,13 +222,15 @@ def _stream(
     ckpt: _Stream,
 ) -> tuple[np.ndarray, float]:
     """Feed every batch to ``acc``, resuming from a checkpoint of this run if there is one;
-    returns the predicted class ids and the seconds spent streaming (over all sessions)."""
+    returns the model's predictions (output indices) and the seconds spent streaming (over all
+    sessions). ``to_class`` maps output indices to classes of ``y`` (-1: none)."""
     import torch
     from tqdm import tqdm
 
     from bertgeom.geometry.capture import Capture
 
     done = resume.load(ckpt.out, ckpt.fingerprint, acc)
+    mapping = torch.as_tensor(to_class, device=device)
     start, preds, before = (done.start, done.preds, done.seconds) if done else (0, [], 0.0)
     t0 = last = time.perf_counter()
     model = bundle.model.eval()
@@ -210,7 +257,8 @@ def _stream(
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16):
                 logits = model(**batch).logits
             pred = logits.argmax(-1)
-            acc.end_batch(torch.where(pred == labels, labels, labels + acc.n_classes))
+            right = mapping[pred] == labels
+            acc.end_batch(torch.where(right, labels, labels + acc.n_classes))
             preds.append(pred.cpu().numpy())
             bar.update(len(labels))
             now = time.perf_counter()
@@ -240,10 +288,7 @@ def _write_outputs(
     out: Path,
     acc: Any,
     bundle: ModelBundle,
-    df: pd.DataFrame,
-    y: np.ndarray,
-    pred: np.ndarray,
-    included: np.ndarray,
+    g: _Genomes,
     keep_maps: np.ndarray,
     config: AnalyzeConfig,
 ) -> tuple[list[str], dict[str, Any]]:
@@ -251,13 +296,13 @@ def _write_outputs(
     (``notes`` on skipped or clipped embedding maps, ``map_seconds`` per method)."""
     from bertgeom.geometry import tables
 
-    names, ids = bundle.labels, df.id.to_numpy()
+    names, ids, y, included, df = g.classes, g.df.id.to_numpy(), g.y, g.included, g.df
     extra: dict[str, Any] = {}
     classes = np.asarray(names)[y]
     written: list[str] = []
     t: dict[str, pd.DataFrame] = {"genomes": pd.DataFrame({
-        "seq_id": ids, "class": classes, "predicted": np.asarray(names)[pred],
-        "correct": pred == y, "included": included, "mutations": df.mutations.to_numpy(),
+        "seq_id": ids, "class": classes, "predicted": g.predicted,
+        "correct": g.correct, "included": included, "mutations": df.mutations.to_numpy(),
     })}  # fmt: skip
     if acc.wants("cone"):
         cone, t["cone_summary"] = tables.cone_table(acc, ids, classes, included)

@@ -23,7 +23,7 @@ from bertgeom.io.manifest import describe_inputs, write_manifest
 from bertgeom.model.data import encode_labels, load_split, sequences_for
 from bertgeom.model.infer import infer, resolve_device
 from bertgeom.model.metrics import Metrics, classification_metrics, softmax
-from bertgeom.model.store import WEIGHTS, load_model_dir
+from bertgeom.model.store import load_model_dir, weights_file
 from bertgeom.pipeline import calibrate
 
 
@@ -72,7 +72,7 @@ def run(
     write_manifest(
         d,
         "evaluate",
-        describe_inputs([Path(prepared_dir) / "spikes.parquet", Path(model_dir) / WEIGHTS]),
+        describe_inputs([Path(prepared_dir) / "spikes.parquet", weights_file(model_dir)]),
         {"split": split, "device": dev, "batch_size": batch_size, "refit": refit},
         outputs,
         summary=_summary(cal),

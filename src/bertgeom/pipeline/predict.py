@@ -28,7 +28,7 @@ from bertgeom.io.files import atomic_path, sha256_file
 from bertgeom.model.calibrate import OodModel, load_ood
 from bertgeom.model.infer import check_batch_size, infer, resolve_device
 from bertgeom.model.metrics import softmax
-from bertgeom.model.store import WEIGHTS, ModelBundle, load_model_dir
+from bertgeom.model.store import ModelBundle, load_model_dir, weights_file
 from bertgeom.pipeline.calibrate import OOD_FILE
 from bertgeom.pipeline.prepare import process_genomes
 
@@ -102,7 +102,7 @@ def run(
             "(`bertgeom evaluate --refit` fits the detector)",
             file=sys.stderr,
         )
-    model_id = sha256_file(Path(model_dir) / WEIGHTS)[:12]
+    model_id = sha256_file(weights_file(model_dir))[:12]
     total = count_records(paths)
     report = FastaReport()
     duplicates: list[tuple[int, tuple[str, str, int]]] = []
