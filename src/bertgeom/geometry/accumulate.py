@@ -151,10 +151,12 @@ class GeometryAccumulator:
         self,
         model: Any,
         n_classes: int,
-        domains: TokenDomains,
+        domains: TokenDomains | None,
         options: AccumulatorOptions | None = None,
     ) -> None:
         self.options = options or AccumulatorOptions()
+        if domains is None and self.wants("domains"):
+            raise ValueError("the domains family needs the token-domain map (domains)")
         self.layers = encoder_layers(model)
         self.n_layers = len(self.layers)
         self.n_heads = self.layers[0].attention.self.num_attention_heads
@@ -294,6 +296,7 @@ class GeometryAccumulator:
                 self._gates(b)
             self._keep(b, "row_entropy", row_entropy(t.A, b.mask, drop_special=ds).normalised)
         if self.wants("domains"):
+            assert self.domains is not None
             b.stats["domains"].append(domain_stats(t.A, b.mask, self.domains, own, n))
         if self.wants("direction"):
             self._keep(b, "attention_asymmetry", attention_asymmetry(t.A, b.mask, drop_special=ds))
