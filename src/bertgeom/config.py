@@ -37,10 +37,24 @@ class PrepareConfig:
         Duplicate FASTA ids: ``error`` or ``keep-first``.
     val_fraction, test_fraction
         Split fractions per class (the paper's 6.4 % and 20 %).
-    max_n_good, max_n_mediocre, max_ambiguous_good
-        QC thresholds (see :mod:`bertgeom.genome.qc`).
+    max_n_good, max_n_mediocre
+        QC: spike N fraction (unreached columns included) above which a genome is mediocre,
+        bad.
+    max_ambiguous_good, max_ambiguous_mediocre
+        QC: mixed sites (ambiguous IUPAC codes other than N) in the spike above which a genome
+        is mediocre, bad (10 is Nextclade's mixed-sites threshold, applied to the spike alone).
+    max_indel_good
+        QC: bases inserted into the spike in total, or deleted from it, above which a genome is
+        mediocre (real spikes carry at most ~40 nt of indels).
+    min_spike_length, max_spike_length
+        QC: a spike as read (3,822 reference columns, minus deleted, plus inserted bases)
+        outside this range is bad.
+    max_genome_length_good, max_genome_length_mediocre
+        QC: genome length (gaps removed) above which a genome is mediocre, bad (the reference
+        is 29,903 nt; 45,000 is about 1.5 times that).
     window_pad, query_margin, preset
-        Alignment: reference pad around the spike, genome margin, minimap2 preset.
+        Alignment: reference pad around the spike, genome margin, minimap2 preset (one of
+        :data:`bertgeom.genome.align.MINIMAP2_PRESETS`).
     batch_size
         Genomes per Parquet row group and per worker task batch.
     """
@@ -53,6 +67,12 @@ class PrepareConfig:
     max_n_good: float = 0.01
     max_n_mediocre: float = 0.05
     max_ambiguous_good: int = 3
+    max_ambiguous_mediocre: int = 10
+    max_indel_good: int = 60
+    min_spike_length: int = 3700
+    max_spike_length: int = 3900
+    max_genome_length_good: int = 31000
+    max_genome_length_mediocre: int = 45000
     window_pad: int = 100
     query_margin: int = 600
     preset: str = "asm20"
@@ -72,6 +92,30 @@ class PrepareConfig:
             0 <= self.max_n_good <= self.max_n_mediocre <= 1,
             "max_n_good/max_n_mediocre",
             "must satisfy 0 <= max_n_good <= max_n_mediocre <= 1",
+        )
+        _check(
+            0 <= self.max_ambiguous_good <= self.max_ambiguous_mediocre,
+            "max_ambiguous_good/max_ambiguous_mediocre",
+            "must satisfy 0 <= max_ambiguous_good <= max_ambiguous_mediocre",
+        )
+        _check(self.max_indel_good >= 0, "max_indel_good", "must be >= 0")
+        _check(
+            0 < self.min_spike_length <= self.max_spike_length,
+            "min_spike_length/max_spike_length",
+            "must satisfy 0 < min_spike_length <= max_spike_length",
+        )
+        _check(
+            0 < self.max_genome_length_good <= self.max_genome_length_mediocre,
+            "max_genome_length_good/max_genome_length_mediocre",
+            "must satisfy 0 < max_genome_length_good <= max_genome_length_mediocre",
+        )
+        from bertgeom.genome.align import MINIMAP2_PRESETS
+
+        _check(
+            self.preset in MINIMAP2_PRESETS,
+            "preset",
+            f"must be a minimap2 preset: one of {', '.join(MINIMAP2_PRESETS)} "
+            f"(got '{self.preset}')",
         )
         _check(self.batch_size >= 1, "batch_size", "must be >= 1")
 
@@ -326,4 +370,16 @@ def _coerce(key: str, value: Any, hint: Any, source: str) -> Any:
             return float(value)
         if t in (int, str, bool) and type(value) is t:
             return value
-    raise ConfigError(f"{source}: '{key}' must be {hint}, got {value!r}")
+    raise ConfigError(f"{source}: '{key}' must be {_type_words(types_)}, got {value!r}")
+
+
+_TYPE_WORDS = {float: "a number", int: "an integer", str: "a string", bool: "true or false"}
+
+
+def _type_words(types_: tuple[Any, ...]) -> str:
+    """``(float,)`` -> "a number"; ``(int, NoneType)`` -> "an integer or none"."""
+    words = [
+        _TYPE_WORDS.get(t, "none" if t is type(None) else getattr(t, "__name__", str(t)))
+        for t in types_
+    ]
+    return " or ".join(words)

@@ -103,6 +103,65 @@ def test_labels_from_one_fasta_per_class(ci_records, tmp_path, capsys):
     assert list(df.label) == ["alpha", "alpha", "delta", "delta"]
 
 
+def test_file_stems_label_per_file(ci_records, tmp_path, capsys):
+    (tmp_path / "gamma.fasta").write_text("".join(f">{n}\n{s}\n" for n, s in ci_records[:2]))
+    (tmp_path / "misc.fasta").write_text("".join(f">{n}\n{s}\n" for n, s in ci_records[2:3]))
+    args = [str(tmp_path / "gamma.fasta"), str(tmp_path / "misc.fasta")]
+    code, stdout, _ = run_cli(["prepare", *args, "--out", str(tmp_path / "o"), "--quiet"], capsys)
+    assert code == 0
+    assert "genomes without a label: 1" in stdout
+    df = pq.read_table(tmp_path / "o" / "spikes.parquet").to_pandas()
+    assert df.label.fillna("-").tolist() == ["gamma", "gamma", "-"]
+    assert df.label_raw.fillna("-").tolist() == ["gamma.fasta", "gamma.fasta", "-"]
+    manifest = json.loads((tmp_path / "o" / "manifest.json").read_text())
+    assert manifest["summary"]["labels_source"] == "file names"
+    assert manifest["summary"]["unlabelled"] == 1
+
+
+def test_qc_rejects_gross_indels_mixed_sites_and_long_genomes(tmp_path, capsys):
+    ref = reference_genome()
+    s0 = 21562
+    records = [
+        ("del1500", ref[: s0 + 1000] + ref[s0 + 2500 :]),
+        ("del90", ref[: s0 + 1500] + ref[s0 + 1590 :]),
+        ("mixed", ref[: s0 + 100] + "S" * 12 + ref[s0 + 112 :]),
+        ("double", ref + ref),
+        ("rna", ref.replace("T", "U").lower()),
+    ]
+    fasta = tmp_path / "qc.fasta"
+    fasta.write_text("".join(f">{n}\n{s}\n" for n, s in records))
+    config = tmp_path / "c.toml"
+    config.write_text("[prepare]\nmax_indel_good = 80\n")
+    out = str(tmp_path / "o")
+    code, _, _ = run_cli(["prepare", str(fasta), "--config", str(config), "--out", out], capsys)
+    assert code == 0
+    df = pq.read_table(tmp_path / "o" / "spikes.parquet").to_pandas().set_index("id")
+    assert df.qc_status.to_dict() == {
+        "del1500": "bad",
+        "del90": "mediocre",
+        "mixed": "bad",
+        "double": "bad",
+        "rna": "good",
+    }
+    assert df.loc["del1500", "qc_reasons"].startswith("spike length 2322 nt outside 3700-3900")
+    assert df.loc["del90", "qc_reasons"] == "large deletion: 90 nt deleted from the spike > 80"
+    assert df.loc["mixed", "qc_reasons"] == "12 ambiguous bases > 10"
+    assert df.loc["double", "qc_reasons"] == "genome length 59806 nt > 45000"
+    assert df.loc["rna", "spike"] == df.loc["rna", "raw_spike"] == ref[s0 : s0 + 3822]
+
+
+def test_unknown_minimap2_preset_is_an_error(tmp_path, capsys):
+    fasta = tmp_path / "g.fasta"
+    fasta.write_text(f">a\n{reference_genome()}\n")
+    config = tmp_path / "c.toml"
+    config.write_text('[prepare]\npreset = "bogus"\n')
+    out = str(tmp_path / "o")
+    code, _, err = run_cli(["prepare", str(fasta), "--config", str(config), "--out", out], capsys)
+    assert code == 2
+    assert err.startswith("error: config: preset must be a minimap2 preset: one of asm5, ")
+    assert err.endswith("(got 'bogus')\n")
+
+
 def test_every_input_genome_gets_a_row_with_its_status(tmp_path, capsys):
     ref = reference_genome()
     rng = random.Random(0)
@@ -127,7 +186,7 @@ def test_every_input_genome_gets_a_row_with_its_status(tmp_path, capsys):
     assert df.loc["revcomp", "qc_status"] == "good" and df.loc["revcomp", "strand"] == -1
     assert df.loc["revcomp", "spike"] == df.loc["reference", "spike"]
     assert df.loc["no_spike", "qc_status"] == "bad"
-    assert df.loc["no_spike", "qc_reasons"].startswith("no alignment to the reference spike")
+    assert df.loc["no_spike", "qc_reasons"].startswith("spike not aligned: the genome aligns")
     assert df.loc["half_spike", "qc_reasons"].startswith("partial genome: spike not covered at")
     assert df.loc["junk", "qc_status"] == "bad" and df.loc["tiny", "qc_status"] == "bad"
     assert df.loc["n_heavy", "qc_status"] == "bad"
@@ -150,6 +209,10 @@ def test_every_input_genome_gets_a_row_with_its_status(tmp_path, capsys):
             "in {path} (record 1); use --dedupe keep-first to keep only the first\n",
         ),
         (">a\n>b\nACGT\n", "error: {path}: record 'a' (line 1) has no sequence\n"),
+        (
+            ">a\nACGT\n>b\nAC\nG*T\n",
+            "error: {path}: record 'b' line 5: invalid character '*' in sequence\n",
+        ),
     ],
 )
 def test_bad_fasta_gives_a_clear_error(tmp_path, capsys, content, message):

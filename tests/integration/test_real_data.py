@@ -102,3 +102,17 @@ def test_splits_keep_identical_spikes_together(prepared):
     assert summary.n_identical_groups > 0
     for cls in ("beta", "lambda"):  # the rare classes reach every split
         assert set(df[df.label == cls].split.dropna()) == {"train", "val", "test"}
+
+
+def test_qc_of_the_real_genomes(prepared):
+    """Real genomes pass the spike-length, indel and genome-length rules; the one bad genome is
+    Australia/VIC630/2020: 12 mixed sites (K, Y) in the spike (96 in the genome), a likely mixed
+    sample that Nextclade's mixed-sites rule (10) rates bad too."""
+    summary, df = prepared
+    assert summary.qc == {"good": 5899, "mediocre": 604, "bad": 1}
+    bad = df[df.qc_status == "bad"]
+    assert list(bad.id) == ["Australia/VIC630/2020"]
+    assert list(bad.qc_reasons) == ["12 ambiguous bases > 10"]
+    reasons = {r for rs in df.qc_reasons for r in rs.split("; ") if r}
+    kinds = {re.sub(r"\d+(\.\d+)?", "#", r) for r in reasons}
+    assert kinds == {"spike N fraction # > #", "# ambiguous bases > #"}

@@ -68,3 +68,61 @@ def test_unset_training_options_take_the_preset_recipe():
     assert TrainConfig(patience=0).patience == 0  # 0 = no early stopping, not "unset"
     with pytest.raises(ConfigError, match="preset"):
         TrainConfig(preset="huge")
+
+
+def test_type_errors_name_the_kind_of_value():
+    with pytest.raises(ConfigError) as info:
+        resolve(PrepareConfig, {"max_n_good": "x"}, source="c.toml")
+    assert str(info.value) == "c.toml: 'max_n_good' must be a number, got 'x'"
+    with pytest.raises(ConfigError) as info:
+        resolve(PrepareConfig, {"jobs": 2.5}, source="c.toml")
+    assert str(info.value) == "c.toml: 'jobs' must be an integer, got 2.5"
+    with pytest.raises(ConfigError) as info:
+        resolve(PrepareConfig, {"preset": 20}, source="c.toml")
+    assert str(info.value) == "c.toml: 'preset' must be a string, got 20"
+
+
+def test_the_minimap2_preset_is_checked():
+    with pytest.raises(ConfigError) as info:
+        resolve(PrepareConfig, {"preset": "bogus"})
+    message = str(info.value)
+    assert message.startswith("config: preset must be a minimap2 preset: one of asm5, asm10, asm20")
+    assert message.endswith("(got 'bogus')")
+    assert resolve(PrepareConfig, {"preset": "asm10"}).preset == "asm10"
+
+
+def test_qc_thresholds_are_configurable_and_checked():
+    cfg = resolve(
+        PrepareConfig,
+        {
+            "max_ambiguous_mediocre": 20,
+            "max_indel_good": 90,
+            "min_spike_length": 3600,
+            "max_spike_length": 4000,
+            "max_genome_length_good": 32000,
+            "max_genome_length_mediocre": 50000,
+        },
+    )
+    assert (cfg.max_ambiguous_mediocre, cfg.max_indel_good, cfg.max_genome_length_mediocre) == (
+        20,
+        90,
+        50000,
+    )
+    bad = [
+        ({"max_ambiguous_good": 11}, "max_ambiguous_good <= max_ambiguous_mediocre"),
+        ({"max_indel_good": -1}, "max_indel_good must be >= 0"),
+        ({"min_spike_length": 3950}, "min_spike_length <= max_spike_length"),
+        ({"max_genome_length_good": 50000}, "max_genome_length_good <= max_genome_length_medi"),
+    ]
+    for values, message in bad:
+        with pytest.raises(ConfigError, match=message):
+            resolve(PrepareConfig, values)
+
+
+def test_prepare_passes_every_qc_threshold_on():
+    from bertgeom.pipeline.prepare import qc_thresholds
+
+    cfg = PrepareConfig(max_indel_good=7, max_genome_length_good=33333, max_n_good=0.02)
+    t = qc_thresholds(cfg)
+    assert (t.max_indel_good, t.max_genome_length_good, t.max_n_good) == (7, 33333, 0.02)
+    assert t.max_ambiguous_mediocre == cfg.max_ambiguous_mediocre == 10

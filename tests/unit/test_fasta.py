@@ -133,10 +133,15 @@ def test_lowercase_is_upper_cased(tmp_path):
     assert pairs(list(read_fasta([path]))) == [("a", "ACGTNACGT")]
 
 
-def test_iupac_gap_and_stop_codes_kept(tmp_path):
-    codes = "ACGTURYSWKMBDHVN-*_XZ"
-    path = write(tmp_path / "a.fa", f">a\n{codes.lower()}\n")
-    assert pairs(list(read_fasta([path]))) == [("a", codes)]
+def test_iupac_and_gap_codes_kept(tmp_path):
+    codes = "ACGTRYSWKMBDHVN-_"
+    path = write(tmp_path / "a.fa", f">a\n{codes.lower()}\n>b\n{codes}\n")
+    assert pairs(list(read_fasta([path]))) == [("a", codes), ("b", codes)]
+
+
+def test_rna_u_is_read_as_t_and_x_as_n(tmp_path):
+    path = write(tmp_path / "a.fa", ">rna\nACGUuacg\n>x\nACXTxN\n")
+    assert pairs(list(read_fasta([path]))) == [("rna", "ACGTTACG"), ("x", "ACNTNN")]
 
 
 def test_blank_lines_and_whitespace_ignored(tmp_path):
@@ -336,7 +341,18 @@ def test_records_before_an_error_are_yielded(tmp_path):
 
 @pytest.mark.parametrize(
     ("line", "char"),
-    [("AC1T", "1"), ("AC@T", "@"), ("AC>T", ">"), ("ac.t", "."), ("ACéT", "é"), ("acét", "é")],
+    [
+        ("AC1T", "1"),
+        ("AC@T", "@"),
+        ("AC>T", ">"),
+        ("ac.t", "."),
+        ("ACéT", "é"),
+        ("acét", "é"),
+        ("AC*T", "*"),  # a stop: a protein, not a genome
+        ("ACZT", "Z"),  # letters that are no IUPAC nucleotide code
+        ("acet", "e"),
+        ("MFVFLVLLPLVSSQ", "F"),
+    ],
 )
 def test_invalid_character(tmp_path, line, char):
     path = write(tmp_path / "a.fa", f">x\nAC\n>rec one\nACGT\n\n{line}\nACGT\n")
@@ -430,7 +446,7 @@ def test_count_records_errors(tmp_path):
 
 # --- write_fasta --------------------------------------------------------------------------------
 
-RECORDS = [("a", "ACGTACGTAC"), ("b", "N"), ("c", "GG-T*")]
+RECORDS = [("a", "ACGTACGTAC"), ("b", "N"), ("c", "GG-TR")]
 
 
 @pytest.mark.parametrize("name", ["out.fasta", "out.fasta.gz"])
@@ -446,9 +462,9 @@ def test_write_round_trip(tmp_path, name, width):
 def test_write_exact_bytes(tmp_path):
     path = tmp_path / "out.fa"
     write_fasta(RECORDS, path, width=4)
-    assert path.read_text() == ">a\nACGT\nACGT\nAC\n>b\nN\n>c\nGG-T\n*\n"
+    assert path.read_text() == ">a\nACGT\nACGT\nAC\n>b\nN\n>c\nGG-T\nR\n"
     write_fasta(RECORDS, path)
-    assert path.read_text() == ">a\nACGTACGTAC\n>b\nN\n>c\nGG-T*\n"
+    assert path.read_text() == ">a\nACGTACGTAC\n>b\nN\n>c\nGG-TR\n"
 
 
 def test_write_gzip_flag_overrides_suffix(tmp_path):

@@ -24,6 +24,32 @@ CIGAR_MATCH, CIGAR_INS, CIGAR_DEL = 0, 1, 2
 
 AlignMethod = Literal["window", "genome", "none"]
 
+#: The presets minimap2 2.31 (mappy) knows (``mm_set_opt`` in its options.c). mappy ignores an
+#: unknown preset silently (it keeps minimap2's defaults), so configs are checked against this.
+#: Genome-to-reference alignment wants an ``asm`` preset; ``asm20`` is the default.
+MINIMAP2_PRESETS: tuple[str, ...] = (
+    "asm5",
+    "asm10",
+    "asm20",
+    "map-ont",
+    "map-pb",
+    "map-hifi",
+    "map-ccs",
+    "map10k",
+    "map-iclr",
+    "map-iclr-prerender",
+    "lr:hq",
+    "lr:hqae",
+    "ava-ont",
+    "ava-pb",
+    "sr",
+    "short",
+    "splice",
+    "splice:hq",
+    "splice:sr",
+    "cdna",
+)
+
 
 @dataclass(frozen=True)
 class AlignmentHit:

@@ -73,5 +73,5 @@ class SpikeProcessor:
             genome_length=len(sequence),
             spike=spike,
             calls=calls,
-            qc=assess(spike, calls, self.thresholds),
+            qc=assess(spike, calls, self.thresholds, genome_length=len(sequence)),
         )

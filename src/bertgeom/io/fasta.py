@@ -46,15 +46,31 @@ _BUFFER_SIZE = 1 << 20  # bytes of the file objects' buffers
 
 # bytes.isspace() characters: removed from sequence lines wherever they are.
 _WHITESPACE = b" \t\n\r\x0b\x0c"
-# Allowed in an upper-cased sequence: IUPAC letters (any A-Z), gaps '-' and '_', stop '*'.
-# '_' is there because real published genomes use it: 12 Andersen-lab consensus sequences in
-# shared/data/genomes.fasta.gz mark a 3-base deletion with '___'.
-_SEQUENCE_CHARS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ-_*"
-# One bytes.translate pass with this table (and _WHITESPACE deleted) upper-cases a sequence and
-# turns every character not allowed into NUL, which a fast `in` test then finds.
-_SEQUENCE_TABLE = bytes(
-    c if c in _SEQUENCE_CHARS else c - 32 if 97 <= c <= 122 else 0 for c in range(256)
-)
+# Allowed in an upper-cased sequence: the IUPAC nucleotide codes, U (RNA, read as T), X (read as
+# N, unknown) and the gaps '-' and '_'. '_' is there because real published genomes use it: 12
+# Andersen-lab consensus sequences in shared/data/genomes.fasta.gz mark a 3-base deletion with
+# '___'. Anything else ('*', '.', digits, other letters such as a protein's E, F, L, P, Q) is an
+# invalid character.
+_SEQUENCE_CHARS = b"ACGTRYSWKMBDHVNUX-_"
+# Read as another code: RNA's U is T, X (used by some tools for an unknown base) is N.
+_READ_AS = {ord("U"): ord("T"), ord("X"): ord("N")}
+
+
+def _sequence_table() -> bytes:
+    """The ``bytes.translate`` table of sequence lines.
+
+    One pass with it (and ``_WHITESPACE`` deleted) upper-cases a sequence, reads U as T and X as
+    N, and turns every character not allowed into NUL, which a fast ``in`` test then finds.
+    """
+    table = bytearray(256)
+    for c in _SEQUENCE_CHARS:
+        table[c] = _READ_AS.get(c, c)
+        if 65 <= c <= 90:  # the lower-case letter too
+            table[c + 32] = table[c]
+    return bytes(table)
+
+
+_SEQUENCE_TABLE = _sequence_table()
 # Control bytes that never occur in a text file (tab, line ends, \v and \f are allowed).
 _CONTROL = bytes([*range(0, 9), *range(14, 32), 127])
 # Errors the gzip module raises on truncated or corrupt input.
@@ -72,8 +88,9 @@ class FastaRecord:
     description
         The whole header line after ``>``, stripped.
     sequence
-        Upper case, without whitespace; letters (IUPAC codes), gaps ``-`` and ``_`` and stops
-        ``*`` kept as they are.
+        Upper case, without whitespace: IUPAC nucleotide codes (``ACGT``, ``N``, and the
+        ambiguity codes ``RYSWKMBDHV``) and the gaps ``-`` and ``_`` kept as they are; ``U``
+        (RNA) read as ``T`` and ``X`` as ``N``.
     path
         The file the record came from, as given.
     index
@@ -379,7 +396,7 @@ def _raise_bad_line(name: str, rec_id: str, header_lineno: int, chunks: list[byt
         if text is None:
             raise InputError(f"{name}: not a FASTA file (not text at line {lineno})")
         allowed = set((_SEQUENCE_CHARS + _WHITESPACE).decode("ascii"))
-        bad = next(c for c in text if c.upper() not in allowed)
+        bad = next(c for c in text if not (c.isascii() and c.upper() in allowed))
         raise InputError(
             f"{name}: record '{rec_id}' line {lineno}: invalid character '{bad}' in sequence"
         )

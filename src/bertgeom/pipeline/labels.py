@@ -77,9 +77,15 @@ def class_from_filename(path: str | os.PathLike) -> str | None:
     return name if name in CLASSES else None
 
 
-def classes_from_filenames(paths: list[str]) -> dict[str, str] | None:
-    """path -> class for one FASTA file per class, when every file's stem names a class."""
+def classes_from_filenames(paths: list[str]) -> dict[str, str | None] | None:
+    """path -> class named by each FASTA file's stem (None for a file whose stem names no
+    class); None when no file's stem names a class.
+
+    Labelling is per file: ``prepare gamma.fasta misc.fasta`` labels the genomes of
+    ``gamma.fasta`` gamma and leaves those of ``misc.fasta`` unlabelled (counted in the
+    summary's ``unlabelled``).
+    """
     classes = {p: class_from_filename(p) for p in paths}
-    if not paths or any(c is None for c in classes.values()):
+    if all(c is None for c in classes.values()):
         return None
-    return {p: str(c) for p, c in classes.items()}
+    return classes

@@ -6,6 +6,7 @@ Outputs in ``out_dir``: ``spikes.parquet`` (one row per input genome, see docs/f
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import multiprocessing as mp
 import os
@@ -131,14 +132,14 @@ def run(
 
 
 def _label_of(
-    row: dict[str, Any], labels: Labels | None, file_classes: dict[str, str] | None
+    row: dict[str, Any], labels: Labels | None, file_classes: dict[str, str | None] | None
 ) -> tuple[str | None, str | None]:
     if labels is not None:
         hit = labels.by_id.get(row["id"])
         return (hit[0], hit[1]) if hit else (None, None)
     if file_classes is not None:
         cls = file_classes[row["source_file"]]
-        return cls, Path(row["source_file"]).name
+        return (cls, Path(row["source_file"]).name) if cls else (None, None)
     return None, None
 
 
@@ -178,12 +179,17 @@ _PROCESSOR: SpikeProcessor | None = None
 def _init_worker(config: PrepareConfig) -> None:
     global _PROCESSOR
     _PROCESSOR = SpikeProcessor(
-        thresholds=QcThresholds(
-            config.max_n_good, config.max_n_mediocre, config.max_ambiguous_good
-        ),
+        thresholds=qc_thresholds(config),
         pad=config.window_pad,
         query_margin=config.query_margin,
         preset=config.preset,
+    )
+
+
+def qc_thresholds(config: PrepareConfig) -> QcThresholds:
+    """The QC thresholds of a prepare config (its fields of the same names)."""
+    return QcThresholds(
+        **{f.name: getattr(config, f.name) for f in dataclasses.fields(QcThresholds)}
     )
 
 

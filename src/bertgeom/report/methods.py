@@ -13,6 +13,7 @@ import json
 
 import pandas as pd
 
+from bertgeom.genome.qc import QcThresholds
 from bertgeom.report.artefacts import RunArtefacts
 from bertgeom.report.html import Section, esc, fmt, json_block, para, table
 
@@ -170,7 +171,7 @@ def _thresholds(run: RunArtefacts) -> pd.DataFrame:
     ):
         if key in cfg:
             rows.append(("embeddings", name, cfg[key], "analyze config"))
-    for key in ("max_n_good", "max_n_mediocre", "max_ambiguous_good"):
+    for key in (f.name for f in dataclasses.fields(QcThresholds)):
         if key in run.prepared.config:
             rows.append(("QC", key, run.prepared.config[key], "prepare config"))
     calib = (run.model.documents.get("bertgeom_model") or {}).get("calibration") or {}
