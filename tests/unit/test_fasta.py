@@ -298,8 +298,26 @@ def test_binary_in_sequence_line(tmp_path):
 
 
 def test_binary_in_header(tmp_path):
-    path = write(tmp_path / "a.fa", b">a\nACGT\n>b\xff\xfe\nAC\n")
+    path = write(tmp_path / "a.fa", b">a\nACGT\n>b\x00\x01\nAC\n")
     assert read_error([path]) == f"{path}: not a FASTA file (not text at line 3)"
+
+
+def test_header_in_latin1_is_named(tmp_path):
+    path = write(tmp_path / "a.fa", ">a\nACGT\n>Espa\u00f1a/1\nAC\n".encode("latin-1"))
+    assert read_error([path]).startswith(f"{path}: header at line 3 is not UTF-8 text")
+
+
+@pytest.mark.parametrize(
+    ("kind", "magic"),
+    [("bzip2", b"BZh91AY&SY"), ("xz", b"\xfd7zXZ\x00\x00"), ("zip", b"PK\x03\x04\x14\x00"),
+     ("zstd", b"\x28\xb5\x2f\xfd\x00")],
+)  # fmt: skip
+def test_other_compressions_are_named(tmp_path, kind, magic):
+    path = write(tmp_path / "a.fa.x", magic + bytes(32))
+    assert read_error([path]) == (
+        f"{path}: {kind}-compressed; FASTA is read plain or gzip-compressed "
+        "(decompress it, or recompress it with gzip)"
+    )
 
 
 # --- errors: records ----------------------------------------------------------------------------

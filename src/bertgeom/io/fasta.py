@@ -40,6 +40,14 @@ Dedupe = Literal["error", "keep-first"]
 DEDUPE_CHOICES: tuple[str, ...] = ("error", "keep-first")
 
 _GZIP_MAGIC = b"\x1f\x8b"
+# Compressed formats that are not read (magic bytes, name), so they get a clear error.
+_OTHER_COMPRESSION = (
+    (b"BZh", "bzip2"),
+    (b"\xfd7zXZ\x00", "xz"),
+    (b"\x28\xb5\x2f\xfd", "zstd"),
+    (b"PK\x03\x04", "zip"),
+    (b"7z\xbc\xaf\x27\x1c", "7-zip"),
+)
 _UTF8_BOM = b"\xef\xbb\xbf"
 _BLOCK_SIZE = 1 << 20  # bytes parsed at a time (then completed to the end of a line)
 _BUFFER_SIZE = 1 << 20  # bytes of the file objects' buffers
@@ -363,7 +371,13 @@ def _add_body(
 
 def _parse_header(name: str, line: bytes, lineno: int, index: int) -> tuple[int, str, str]:
     """Return ``(lineno, id, description)`` of a header line (leading ``>`` included)."""
-    text = _decode_text(line.strip()[1:])
+    raw = line.strip()[1:]
+    text = _decode_text(raw)
+    if text is None and len(raw.translate(None, _CONTROL)) == len(raw):
+        raise InputError(
+            f"{name}: header at line {lineno} is not UTF-8 text (an older export in Latin-1? "
+            "re-encode the file as UTF-8, e.g. with iconv -f latin1 -t utf-8)"
+        )
     if text is None:
         raise InputError(f"{name}: not a FASTA file (not text at line {lineno})")
     description = text.strip()
@@ -474,7 +488,14 @@ def _open_binary(name: str) -> Iterator[BinaryIO]:
     except OSError as exc:
         raise InputError(f"{name}: cannot be read ({exc.strerror})") from exc
     with raw:
-        if raw.peek(2)[:2] != _GZIP_MAGIC:
+        head = raw.peek(8)[:8]
+        for magic, kind in _OTHER_COMPRESSION:
+            if head.startswith(magic):
+                raise InputError(
+                    f"{name}: {kind}-compressed; FASTA is read plain or gzip-compressed "
+                    "(decompress it, or recompress it with gzip)"
+                )
+        if head[:2] != _GZIP_MAGIC:
             yield raw
             return
         with gz.GzipFile(fileobj=raw, mode="rb") as fh:
