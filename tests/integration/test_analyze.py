@@ -116,20 +116,20 @@ def test_table_invariants(full_run):
 
 
 def test_one_batch_equals_many(tiny_model, ci_prepared, tmp_path, monkeypatch):
-    """Batch size 8 (both layers' gate statistics in one call), 3, and 8 with the gate
-    statistics and the cluster tables of every layer computed alone (hold budgets of 1 byte):
-    the same tables."""
+    """Batch size 8, 3, 8 with both layers' gate statistics in one call (a large gate hold
+    budget, the GPU's way), and 8 with the cluster tables of every layer solved alone (a
+    cluster hold budget of 1 byte): the same tables."""
     import functools
 
     from bertgeom.geometry import accumulate
 
     tables = []
     plain = accumulate.AccumulatorOptions
-    for bs, hold in ((8, None), (3, None), (8, 1)):
+    holds = {"gates": {"gates_hold_bytes": 1 << 40}, "cluster": {"cluster_hold_bytes": 1}}
+    for bs, hold in ((8, None), (3, None), (8, "gates"), (8, "cluster")):
         out = tmp_path / f"bs{bs}_{hold}"
-        if hold is not None:
-            options = functools.partial(plain, cluster_hold_bytes=hold, gates_hold_bytes=hold)
-            monkeypatch.setattr(accumulate, "AccumulatorOptions", options)
+        options = functools.partial(plain, **holds[hold]) if hold else plain
+        monkeypatch.setattr(accumulate, "AccumulatorOptions", options)
         cfg = AnalyzeConfig(split="all", all_genomes=True, max_genomes=8, only=FAST, batch_size=bs)
         analyze.run(tiny_model, ci_prepared, out, cfg, progress=False)
         tables.append(
@@ -138,7 +138,7 @@ def test_one_batch_equals_many(tiny_model, ci_prepared, tmp_path, monkeypatch):
                 for n in ("gates", "domains", "cone_summary", "direction")
             }
         )
-    for name, other in itertools.product(tables[0], (1, 2)):
+    for name, other in itertools.product(tables[0], (1, 2, 3)):
         a, b = tables[0][name], tables[other][name]
         num = a.select_dtypes("number").columns
         assert a.drop(columns=num).equals(b.drop(columns=num)), name

@@ -15,8 +15,9 @@ end of the forward pass, or until they reach ``cluster_hold_bytes`` (default: a 
 GPU's memory, 1 GiB on CPU), and then solved in one dynamic programme for all layers held.
 Likewise the gate statistics of several layers are computed in one call on their attention maps
 stacked along the batch dimension (maps held up to ``gates_hold_bytes``: 1/128 of the GPU's
-memory, 64 MiB on CPU), so each of their ~800 operations is launched once per batch rather than
-once per layer (a 12-layer, 12-head model, batch 4, gates only: 14,037 -> 7,064 operations).
+memory; on the CPU, which is not launch-bound, each layer alone), so on a GPU each of their ~800
+operations is launched once per batch rather than once per layer (a 12-layer, 12-head model,
+batch 4, gates only: 14,037 -> 7,064 operations).
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ class AccumulatorOptions:
     svd_driver: str | None = None
     histogram_bins: int = 60
     cluster_hold_bytes: int | None = None  # None: a quarter of the GPU's memory, 1 GiB on CPU
-    gates_hold_bytes: int | None = None  # None: 1/128 of the GPU's memory, 64 MiB on CPU
+    gates_hold_bytes: int | None = None  # None: 1/128 of the GPU's memory, 0 (alone) on CPU
 
 
 @dataclass
@@ -335,7 +336,7 @@ class GeometryAccumulator:
             return self.options.gates_hold_bytes
         if device.type == "cuda":
             return torch.cuda.get_device_properties(device).total_memory // 128
-        return 64 << 20
+        return 0  # the CPU is not launch-bound: one layer at a time holds the least memory
 
     def _hold_bytes(self, device: torch.device) -> int:
         """Memory the cluster tables of a batch may hold before they are solved: on a GPU each
