@@ -302,6 +302,13 @@ def test_binary_in_header(tmp_path):
     assert read_error([path]) == f"{path}: not a FASTA file (not text at line 3)"
 
 
+def test_cr_only_line_ends_are_named(tmp_path):
+    path = write(tmp_path / "a.fa", b">a\rACGT\r>b\rAC\r")
+    assert read_error([path]).startswith(f"{path}: line 1 holds carriage returns")
+    crlf = write(tmp_path / "b.fa", b">a\r\nACGT\r\n")
+    assert pairs(read_fasta([crlf])) == [("a", "ACGT")]
+
+
 def test_header_in_latin1_is_named(tmp_path):
     path = write(tmp_path / "a.fa", ">a\nACGT\n>Espa\u00f1a/1\nAC\n".encode("latin-1"))
     assert read_error([path]).startswith(f"{path}: header at line 3 is not UTF-8 text")

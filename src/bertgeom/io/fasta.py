@@ -372,6 +372,11 @@ def _add_body(
 def _parse_header(name: str, line: bytes, lineno: int, index: int) -> tuple[int, str, str]:
     """Return ``(lineno, id, description)`` of a header line (leading ``>`` included)."""
     raw = line.strip()[1:]
+    if b"\r" in raw:  # a line end inside a line: the file ends its lines with CR alone
+        raise InputError(
+            f"{name}: line {lineno} holds carriage returns: lines end with CR alone (classic "
+            "Mac OS); convert them to LF, e.g. with tr '\\r' '\\n'"
+        )
     text = _decode_text(raw)
     if text is None and len(raw.translate(None, _CONTROL)) == len(raw):
         raise InputError(
