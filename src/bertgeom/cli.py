@@ -463,8 +463,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
-class _Terminated(Exception):
-    """SIGTERM, raised in the main thread so that partial outputs are cleaned up."""
+class _Terminated(BaseException):
+    """SIGTERM, raised in the main thread so that partial outputs are cleaned up (a
+    BaseException, like KeyboardInterrupt, so that no ``except Exception`` swallows it)."""
 
 
 _MAIN_PID = os.getpid()
@@ -475,6 +476,7 @@ def _on_sigterm(signum: int, frame: Any) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGTERM)
         return
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # repeats must not interrupt the cleanup
     raise _Terminated
 
 

@@ -114,6 +114,10 @@ def test_predict_output_to_gzip_and_stdout(tiny_model, shared_data, tmp_path, ca
     capsys.readouterr()
     with gzip.open(gz, "rt") as fh:
         packed = fh.read()
+    first = gz.read_bytes()
+    assert main(["predict", str(tiny_model), str(fasta), "--out", str(gz), "--quiet"]) == 0
+    assert gz.read_bytes() == first  # no time or temporary name in the gzip header
+    capsys.readouterr()
     assert main(["predict", str(tiny_model), str(fasta), "--out", "-", "--quiet"]) == 0
     captured = capsys.readouterr()
     assert captured.out == packed and len(packed.splitlines()) == 3
@@ -128,7 +132,7 @@ def test_predict_bad_options_are_clear_errors_before_any_work(tiny_model, tmp_pa
     out = tmp_path / "p.tsv"
     base = ["predict", str(tiny_model), str(fasta), "--quiet"]
     cases = [
-        (["--out", str(out), "--device", "bogus"], "device must be auto, cpu, cuda or cuda:N"),
+        (["--out", str(out), "--device", "bogus"], "device must be auto, cpu, cuda, cuda:N or mps"),
         (["--out", str(out), "--batch-size", "0"], "batch size must be an integer >= 1"),
         (["--out", str(out), "--batch-size", "-3"], "batch size must be an integer >= 1"),
         (["--out", str(tmp_path)], "is a directory"),

@@ -161,34 +161,44 @@ def _tables(out):
     return {n: pd.read_csv(out / f"{n}.tsv", sep="\t") for n in names}
 
 
+@pytest.mark.parametrize("how", ["periodic", "on_interrupt"])
 def test_interrupted_run_resumes_from_its_checkpoint_to_the_same_outputs(
-    tiny_model, ci_prepared, tmp_path, monkeypatch, capsys
+    how, tiny_model, ci_prepared, tmp_path, monkeypatch, capsys
 ):
-    """Checkpoints after every batch; a run stopped in its third batch resumes at genome 6,
-    streams only the batches after it, and writes what an uninterrupted run writes."""
+    """A run stopped in its third batch resumes at genome 6, streams only the batches after
+    it, and writes what an uninterrupted run writes: with a checkpoint after every batch
+    (stopped by an error), and with no periodic checkpoint (stopped by Ctrl-C in the forward
+    pass: the finished batches are saved on the way out, the spectra quota of the interrupted
+    one given back)."""
     from bertgeom.geometry.accumulate import GeometryAccumulator
     from bertgeom.pipeline.analyze_resume import CHECKPOINT
 
     cfg = AnalyzeConfig(
         split="all", all_genomes=True, max_genomes=12, batch_size=3, spectra_genomes=8,
-        map_methods="", checkpoint_minutes=0,
+        map_methods="", checkpoint_minutes=0 if how == "periodic" else 600,
     )  # fmt: skip
     analyze.run(tiny_model, ci_prepared, tmp_path / "whole", cfg, progress=False)
     assert not (tmp_path / "whole" / CHECKPOINT).exists()
 
-    end_batch = GeometryAccumulator.end_batch
+    end_batch, on_layer = GeometryAccumulator.end_batch, GeometryAccumulator.on_layer
     calls = []
+    stop = _Interrupt if how == "periodic" else KeyboardInterrupt
 
     def failing(self, buckets):
         calls.append(len(buckets))
-        if len(calls) == 3:
-            raise _Interrupt
         end_batch(self, buckets)
+
+    def interrupted(self, layer, t):
+        if len(calls) == 2 and layer == 1:  # the third batch's forward pass, its last layer
+            raise stop
+        on_layer(self, layer, t)
 
     out = tmp_path / "resumed"
     monkeypatch.setattr(GeometryAccumulator, "end_batch", failing)
-    with pytest.raises(_Interrupt):
+    monkeypatch.setattr(GeometryAccumulator, "on_layer", interrupted)
+    with pytest.raises(stop):
         analyze.run(tiny_model, ci_prepared, out, cfg, progress=False)
+    monkeypatch.setattr(GeometryAccumulator, "on_layer", on_layer)
     assert (out / CHECKPOINT).is_file() and not (out / "gates.tsv").exists()
 
     calls.clear()
@@ -224,22 +234,34 @@ def test_checkpoint_of_another_run_is_ignored(tiny_model, ci_prepared, tmp_path,
 
     # a checkpoint written by a run with another window is not resumed by this one
     class Acc:  # the accumulator's resume interface
+        n_done = 3
+
         def state_dict(self):
             return {"sums": torch.arange(3.0)}
 
-        def load_state_dict(self, state):
+        def load_state_dict(self, state, device):
+            if "sums" not in state:
+                raise ValueError("accumulator state lacks ['sums']")
             self.loaded = state
 
     acc = Acc()
     other = replace(cfg, window=5)
     fp = analyze_resume.fingerprint(other, "cpu", [], np.array(["x"]))
-    analyze_resume.save(out, fp, acc, 3, [np.zeros(3, np.int64)], 1.0)
+    # predictions may run ahead of the finished batches: the rest is dropped
+    analyze_resume.save(out, fp, acc, [np.zeros(3, np.int64), np.ones(2, np.int64)], 1.0)
     mine = analyze_resume.fingerprint(cfg, "cpu", [], np.array(["x"]))
     assert analyze_resume.load(out, mine, acc) is None
     assert "config (window) differ" in capsys.readouterr().err
     assert not hasattr(acc, "loaded")
-    assert analyze_resume.load(out, fp, acc).start == 3
+    resumed = analyze_resume.load(out, fp, acc)
+    assert resumed.start == 3 and np.concatenate(resumed.preds).tolist() == [0, 0, 0]
     assert torch.equal(acc.loaded["sums"], torch.arange(3.0))
+    # a checkpoint whose contents do not fit is reported and ignored, the accumulator untouched
+    del acc.loaded
+    acc.state_dict = lambda: {}
+    analyze_resume.save(out, fp, acc, [np.zeros(3, np.int64)], 1.0)
+    assert analyze_resume.load(out, fp, acc) is None and not hasattr(acc, "loaded")
+    assert "unusable checkpoint (ValueError: accumulator state lacks" in capsys.readouterr().err
     # options read only after the stream may change
     assert analyze_resume.fingerprint(replace(cfg, alpha=0.01), "cpu", [], np.array(["x"])) == mine
 

@@ -85,6 +85,21 @@ def test_any_encoder_on_inputs_of_any_length():
     assert set(one["class"]) == {"all"}
 
 
+def test_mean_maps_do_not_depend_on_batching_of_different_lengths():
+    """PAD query rows are left out and each row is averaged over the sequences that have it:
+    lengths 5 and 12 in one padded batch or in two batches give the same class-mean map."""
+    model = _text_encoder()
+    together = _batches([[5, 12]], seed=3)
+    apart = [{k: v[i : i + 1, : [5, 12][i]] for k, v in together[0].items()} for i in range(2)]
+    maps = [
+        measure_encoder(model, b, families=("maps",)).class_mean_maps() for b in (together, apart)
+    ]
+    assert maps[0].shape == maps[1].shape
+    assert np.allclose(maps[0], maps[1], atol=1e-6)
+    rows = maps[0].sum(-1)  # (layer, head, class, q)
+    assert np.allclose(rows[..., :12], 1.0, atol=1e-5)  # rows 5..11 come from one sequence
+
+
 def test_clear_errors():
     batches = _batches([[6, 6]])
     with pytest.raises(ValueError, match="attn_implementation='eager'"):
@@ -100,4 +115,10 @@ def test_clear_errors():
         measure_encoder(model, batches, labels=[0, 2], class_names=("a", "b"))
     with pytest.raises(TypeError, match="not a BERT-family model"):
         measure_encoder(torch.nn.Linear(2, 2), batches)
+    with pytest.raises(ValueError, match="class_names without labels"):
+        measure_encoder(model, batches, class_names=("a", "b"))
+    other = _text_encoder()
+    del other.encoder.layer[0].attention.self.query  # e.g. DeBERTa's query_proj layout
+    with pytest.raises(TypeError, match=r"no attention\.self\.query"):
+        measure_encoder(other, batches)
     assert "domains" not in ENCODER_FAMILIES

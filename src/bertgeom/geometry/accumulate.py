@@ -86,6 +86,7 @@ _STATE = (
     "spectra_labels",
     "spectra_taken",
     "kept_maps",
+    "n_done",
 )
 _STATE_CLASSES = {c.__name__: c for c in (GateStats, DomainStats, ValueHistogram)}
 
@@ -107,19 +108,19 @@ def _pack(v: Any) -> Any:
     return v
 
 
-def _unpack(v: Any) -> Any:
-    """The inverse of ``_pack``."""
+def _unpack(v: Any, device: torch.device) -> Any:
+    """The inverse of ``_pack``; tensors that were on CUDA go to ``device``."""
     if isinstance(v, dict):
         if "__tensor__" in v:
-            return v["__tensor__"].cuda() if v["cuda"] else v["__tensor__"]
+            return v["__tensor__"].to(device) if v["cuda"] else v["__tensor__"]
         if "__ndarray__" in v:
             return v["__ndarray__"].numpy()
         if "__class__" in v:
             cls = _STATE_CLASSES[v["__class__"]]
-            return cls(**{f.name: _unpack(v[f.name]) for f in fields(cls)})
-        return {k: _unpack(x) for k, x in v.items()}
+            return cls(**{f.name: _unpack(v[f.name], device) for f in fields(cls)})
+        return {k: _unpack(x, device) for k, x in v.items()}
     if isinstance(v, list | tuple):
-        return type(v)(_unpack(x) for x in v)
+        return type(v)(_unpack(x, device) for x in v)
     return v
 
 
@@ -167,7 +168,8 @@ class GeometryAccumulator:
         self.gates: list[GateStats | None] = [None] * self.n_layers
         self.domain_stats: list[DomainStats | None] = [None] * self.n_layers
         self.map_sum: Tensor | None = None  # (layer, head, bucket, q, k)
-        self.map_count = torch.zeros(self.n_buckets, dtype=torch.float64)
+        # genomes per (bucket, query position) whose position is real (not PAD)
+        self.map_count = torch.zeros((self.n_buckets, 0), dtype=torch.float64)
         self.histograms: list[ValueHistogram | None] = [None] * self.n_layers
         self.per_genome: dict[str, list[np.ndarray]] = {}
         self.spectra: dict[str, list[np.ndarray]] = {}
@@ -175,6 +177,8 @@ class GeometryAccumulator:
         self.spectra_taken = np.zeros(n_classes, dtype=np.int64)
         self.kept_maps: list[np.ndarray] = []  # (layer, head, q, k) float16 per kept genome
         self._batch: _Batch | None = None
+        self._ending = False  # inside end_batch: the sums are being updated
+        self.n_done = 0  # genomes of the finished batches
 
     def wants(self, family: str) -> bool:
         """Whether ``family`` is computed."""
@@ -190,16 +194,29 @@ class GeometryAccumulator:
             raise RuntimeError("state_dict() inside a batch (between begin_batch and end_batch)")
         return {name: _pack(getattr(self, name)) for name in _STATE}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore ``state_dict()``'s result; tensors go back to the devices they came from
-        (CUDA ones to the current CUDA device)."""
+    def load_state_dict(self, state: dict[str, Any], device: str | torch.device = "cuda") -> None:
+        """Restore ``state_dict()``'s result, all or nothing: tensors that were on a CUDA
+        device go to ``device`` (the model's), the others stay on the CPU."""
         if self._batch is not None:
             raise RuntimeError("load_state_dict() inside a batch")
         missing = [name for name in _STATE if name not in state]
         if missing:
             raise ValueError(f"accumulator state lacks {missing}")
-        for name in _STATE:
-            setattr(self, name, _unpack(state[name]))
+        values = {name: _unpack(state[name], torch.device(device)) for name in _STATE}
+        for name, value in values.items():
+            setattr(self, name, value)
+
+    def abort_batch(self) -> bool:
+        """Drop the batch in progress (an interrupted forward pass), so that ``state_dict`` is
+        that of the batches finished; False when the accumulators are being updated
+        (inside ``end_batch``) and their state is not whole."""
+        if self._ending:
+            return False
+        b, self._batch = self._batch, None
+        if b is not None:  # give back the spectra quota begin_batch took for it
+            taken = b.labels[b.spectra_rows.to(b.labels.device)].cpu().numpy()
+            np.subtract.at(self.spectra_taken, taken, 1)
+        return True
 
     # ------------------------------------------------------------------ batch protocol
     def begin_batch(self, mask: Tensor, labels: Tensor, keep_maps: Tensor | None = None) -> None:
@@ -242,6 +259,15 @@ class GeometryAccumulator:
         """Finish a batch: ``buckets`` (batch,) = class, or n_classes + class if misclassified."""
         b = self._batch
         assert b is not None
+        self._ending = True
+        try:
+            self._end_batch(b, buckets)
+            self.n_done += len(buckets)
+        finally:
+            self._ending = False
+        self._batch = None
+
+    def _end_batch(self, b: _Batch, buckets: Tensor) -> None:
         dev_buckets = buckets.to(b.mask.device)
         self._gates(b)
         self._add_cluster_scores(b)
@@ -266,7 +292,6 @@ class GeometryAccumulator:
         if b.kept_maps:
             maps = torch.stack(b.kept_maps, 1).numpy()  # (kept, layer, head, q, k)
             self.kept_maps.extend(maps[i] for i in range(len(maps)))
-        self._batch = None
 
     # ------------------------------------------------------------------ per family
     def _keep(self, b: _Batch, name: str, value: Tensor) -> None:
@@ -408,7 +433,12 @@ class GeometryAccumulator:
         return torch.linspace(-span, span, self.options.histogram_bins + 1, dtype=torch.float64)
 
     def _add_maps(self, b: _Batch, buckets: Tensor) -> None:
-        a = torch.stack(b.maps)  # (layer, batch, head, q, k)
+        """Add the batch's maps to the per-bucket sums; PAD query rows (whose softmax HF leaves
+        in place) are left out, and each query position is counted over the genomes that
+        have it, so the mean map does not depend on how genomes of different lengths are
+        batched."""
+        real = b.mask.to(b.maps[0].dtype)  # (batch, pos)
+        a = torch.stack(b.maps) * real[None, :, None, :, None]  # (layer, batch, head, q, k)
         p = a.shape[-1]
         if self.map_sum is None:
             self.map_sum = torch.zeros(
@@ -422,4 +452,9 @@ class GeometryAccumulator:
         q = self.map_sum.shape[-1]
         a = torch.nn.functional.pad(a, (0, q - p, 0, q - p)).transpose(1, 2)  # (l, h, b, q, k)
         self.map_sum.index_add_(2, buckets, a)
-        self.map_count += torch.bincount(buckets.cpu(), minlength=self.n_buckets).double()
+        if self.map_count.shape[1] < q:
+            self.map_count = torch.nn.functional.pad(
+                self.map_count, (0, q - self.map_count.shape[1])
+            )
+        rows = torch.nn.functional.pad(b.mask.cpu().double(), (0, q - p))  # (batch, q)
+        self.map_count.index_add_(0, buckets.cpu(), rows)

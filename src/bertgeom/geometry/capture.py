@@ -52,6 +52,20 @@ def encoder_layers(model: Any) -> list[Any]:
     layers = getattr(encoder, "layer", None)
     if layers is None:
         raise TypeError(f"{type(model).__name__}: no encoder.layer list (not a BERT-family model)")
+    needed = (
+        "attention.self.query", "attention.self.key", "attention.self.value",
+        "attention.self.num_attention_heads", "attention.self.attention_head_size",
+        "attention.output.dense", "output.dense",
+    )  # fmt: skip
+    for path in needed:
+        obj = layers[0] if len(layers) else None
+        for part in path.split("."):
+            obj = getattr(obj, part, None)
+        if obj is None:
+            raise TypeError(
+                f"{type(model).__name__}: its encoder layers have no {path} (not BERT's layer "
+                "layout, which the stream points are read from)"
+            )
     return list(layers)
 
 

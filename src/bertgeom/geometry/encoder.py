@@ -115,8 +115,10 @@ def measure_encoder(
     Raises
     ------
     ValueError
-        Attention that is not eager, an unknown family, or labels that do not match the
-        number of sequences or the classes.
+        Attention that is not eager, an unknown family, labels that do not match the number of
+        sequences or the classes, or class names without labels.
+    TypeError
+        A model without BERT's layer layout (``encoder.layer[i].attention.self.query`` ...).
     """
     bad = sorted(set(families) - set(ENCODER_FAMILIES))
     if bad:
@@ -128,6 +130,8 @@ def measure_encoder(
             f"the model uses {impl!r} attention, which returns no probabilities: load it with "
             "attn_implementation='eager'"
         )
+    if labels is None and class_names is not None and len(class_names) != 1:
+        raise ValueError("class_names without labels: give each sequence's class id (labels)")
     given = None if labels is None else np.asarray(labels, dtype=np.int64).reshape(-1)
     n_classes = 1 if given is None else int(given.max(initial=-1)) + 1
     names = tuple(class_names) if class_names is not None else None

@@ -377,13 +377,14 @@ def _embedding_metrics(
 
 
 def class_mean_maps(acc: GeometryAccumulator, all_genomes: bool) -> np.ndarray | None:
-    """(layer, head, class, q_pos, k_pos) mean attention maps (NaN-free: 0 for empty classes)."""
+    """(layer, head, class, q_pos, k_pos) mean attention maps: row q averaged over the genomes
+    whose position q is real (NaN-free: 0 for empty classes and positions)."""
     if acc.map_sum is None:
         return None
     groups = bucket_index(acc, all_genomes)
     total = torch.stack([acc.map_sum[:, :, g].sum(2) for g in groups], 2).cpu()
-    n = torch.stack([acc.map_count[g].sum() for g in groups]).float()
-    return (total / n.clamp(min=1)[None, None, :, None, None]).numpy()
+    n = torch.stack([acc.map_count[g].sum(0) for g in groups]).float()  # (class, q)
+    return (total / n.clamp(min=1)[None, None, :, :, None]).numpy()
 
 
 def flow_table(cone_summary: pd.DataFrame, spectra: pd.DataFrame) -> pd.DataFrame:

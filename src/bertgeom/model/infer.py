@@ -35,7 +35,9 @@ def resolve_device(device: str = "auto") -> str:
     try:
         dev = torch.device(device)
     except (RuntimeError, ValueError):
-        raise ConfigError(f"device must be auto, cpu, cuda or cuda:N (got {device!r})") from None
+        raise ConfigError(
+            f"device must be auto, cpu, cuda, cuda:N or mps (got {device!r})"
+        ) from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             build = "a CPU-only torch build" if torch.version.cuda is None else "no GPU visible"
@@ -44,8 +46,11 @@ def resolve_device(device: str = "auto") -> str:
             raise ConfigError(
                 f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) here"
             )
+    elif dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ConfigError(f"device {device!r}: Apple's MPS backend is not available here")
     elif dev.type != "cpu":
-        raise ConfigError(f"device must be auto, cpu, cuda or cuda:N (got {device!r})")
+        raise ConfigError(f"device must be auto, cpu, cuda, cuda:N or mps (got {device!r})")
     return device
 
 

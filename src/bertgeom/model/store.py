@@ -94,8 +94,10 @@ def read_meta(directory: str | os.PathLike) -> dict[str, Any]:
 
 
 def update_meta(directory: str | os.PathLike, **fields: Any) -> dict[str, Any]:
-    """Merge ``fields`` into ``bertgeom_model.json`` (atomically) and return the result."""
-    meta = read_meta(directory) | fields
+    """Merge ``fields`` into ``bertgeom_model.json`` (atomically; created for a directory
+    trained elsewhere, which has none) and return the result."""
+    path = Path(directory) / MODEL_META
+    meta = (read_meta(directory) if path.is_file() else {}) | fields
     write_json(Path(directory) / MODEL_META, meta)
     return meta
 
@@ -138,11 +140,12 @@ def load_model_dir(
         model = AutoModelForSequenceClassification.from_pretrained(
             str(d), config=config, attn_implementation=attn_implementation
         )
-    base = getattr(model, "base_model", None)
-    if getattr(getattr(base, "encoder", None), "layer", None) is None:
-        raise ArtifactError(
-            f"{d}: a {type(model).__name__} has no encoder.layer list (not a BERT-family model)"
-        )
+    from bertgeom.geometry.capture import encoder_layers
+
+    try:
+        encoder_layers(model)
+    except TypeError as err:
+        raise ArtifactError(f"{d}: {err}") from None
     if config.vocab_size < len(vocab.tokens):
         raise ArtifactError(
             f"{d}: the model's vocabulary ({config.vocab_size}) is smaller than the tokenizer's "

@@ -29,6 +29,7 @@ from bertgeom.model.infer import resolve_device
 from bertgeom.model.store import ModelBundle, load_model_dir, weights_file
 from bertgeom.pipeline import analyze_resume as resume
 from bertgeom.resources import CLASSES
+from bertgeom.tokens.vocab import TOKENS_FILE
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,10 @@ def run(
     keep_maps = _kept(y, config.keep_maps, len(classes))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    inputs = describe_inputs([Path(prepared_dir) / "spikes.parquet", weights_file(model_dir)])
+    model_files = [weights_file(model_dir)] + [
+        Path(model_dir) / name for name in ("config.json", "vocab.txt", TOKENS_FILE)
+    ]
+    inputs = describe_inputs([Path(prepared_dir) / "spikes.parquet", *model_files])
     stream = _Stream(
         fingerprint=resume.fingerprint(config, dev, inputs, df.id.to_numpy()),
         out=out,
@@ -229,10 +233,11 @@ def _stream(
 
     from bertgeom.geometry.capture import Capture
 
-    done = resume.load(ckpt.out, ckpt.fingerprint, acc)
+    done = resume.load(ckpt.out, ckpt.fingerprint, acc, device)
     mapping = torch.as_tensor(to_class, device=device)
     start, preds, before = (done.start, done.preds, done.seconds) if done else (0, [], 0.0)
     t0 = last = time.perf_counter()
+    saved = start  # genomes in the newest checkpoint
     model = bundle.model.eval()
     use_bf16 = device.startswith("cuda")
     bar = tqdm(
@@ -244,29 +249,39 @@ def _stream(
         file=sys.stderr,
         dynamic_ncols=True,
     )
-    with bar, Capture(model, acc.on_layer), torch.inference_mode():
-        for a in range(start, len(ids), batch_size):
-            rows = ids[a : a + batch_size].astype(np.int64)
-            batch = {k: v.to(device) for k, v in collate(rows).items()}
-            labels = torch.as_tensor(y[a : a + batch_size], device=device)
-            acc.begin_batch(
-                batch["attention_mask"].bool(),
-                labels,
-                torch.as_tensor(keep_maps[a : a + batch_size]),
-            )
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16):
-                logits = model(**batch).logits
-            pred = logits.argmax(-1)
-            right = mapping[pred] == labels
-            acc.end_batch(torch.where(right, labels, labels + acc.n_classes))
-            preds.append(pred.cpu().numpy())
-            bar.update(len(labels))
-            now = time.perf_counter()
-            if a + batch_size < len(ids) and now - last >= ckpt.every_s:
-                resume.save(
-                    ckpt.out, ckpt.fingerprint, acc, a + batch_size, preds, before + now - t0
+
+    def save() -> None:
+        nonlocal last, saved
+        resume.save(ckpt.out, ckpt.fingerprint, acc, preds, before + time.perf_counter() - t0)
+        last, saved = time.perf_counter(), acc.n_done
+
+    try:
+        with bar, Capture(model, acc.on_layer), torch.inference_mode():
+            for a in range(start, len(ids), batch_size):
+                rows = ids[a : a + batch_size].astype(np.int64)
+                batch = {k: v.to(device) for k, v in collate(rows).items()}
+                labels = torch.as_tensor(y[a : a + batch_size], device=device)
+                acc.begin_batch(
+                    batch["attention_mask"].bool(),
+                    labels,
+                    torch.as_tensor(keep_maps[a : a + batch_size]),
                 )
-                last = time.perf_counter()
+                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16):
+                    logits = model(**batch).logits
+                pred = logits.argmax(-1)
+                right = mapping[pred] == labels
+                preds.append(pred.cpu().numpy())  # ahead of acc.n_done until end_batch ends
+                acc.end_batch(torch.where(right, labels, labels + acc.n_classes))
+                bar.update(len(labels))
+                if acc.n_done < len(ids) and time.perf_counter() - last >= ckpt.every_s:
+                    save()
+    except BaseException:  # interrupted (Ctrl-C, SIGTERM) or failed: keep the finished batches
+        if acc.n_done > saved and acc.abort_batch():
+            try:
+                save()
+            except Exception as err:  # the original exception matters more
+                print(f"analyze: no checkpoint written ({err})", file=sys.stderr)
+        raise
     seconds = before + time.perf_counter() - t0
     return (np.concatenate(preds) if preds else np.zeros(0, np.int64)), seconds
 

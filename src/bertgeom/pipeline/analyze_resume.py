@@ -70,17 +70,20 @@ def save(
     out_dir: Path,
     fp: dict[str, Any],
     acc: Any,
-    start: int,
     preds: list[np.ndarray],
     seconds: float,
 ) -> None:
-    """Write the checkpoint atomically (the previous one stays until the new one is whole)."""
+    """Write the checkpoint of the batches ``acc`` finished (``acc.n_done`` genomes; ``preds``
+    may run ahead of it: the rest is dropped) atomically: the previous one stays until the new
+    one is whole."""
     import torch
 
+    start = acc.n_done
+    flat = np.concatenate(preds)[:start] if preds else np.zeros(0, np.int64)
     state = {
         "fingerprint": fp,
         "start": start,
-        "preds": [torch.from_numpy(np.asarray(p, dtype=np.int64)) for p in preds],
+        "preds": [torch.from_numpy(flat.astype(np.int64))],
         "seconds": seconds,
         "accumulator": acc.state_dict(),
     }
@@ -88,10 +91,10 @@ def save(
         torch.save(state, tmp)
 
 
-def load(out_dir: Path, fp: dict[str, Any], acc: Any) -> Resumed | None:
-    """Restore ``acc`` from the checkpoint in ``out_dir`` when its fingerprint is ``fp``; None
-    (and ``acc`` untouched) when there is none, it cannot be read, or it belongs to another
-    run."""
+def load(out_dir: Path, fp: dict[str, Any], acc: Any, device: str = "cpu") -> Resumed | None:
+    """Restore ``acc`` from the checkpoint in ``out_dir`` when its fingerprint is ``fp``
+    (tensors saved from a GPU go to ``device``); None, and ``acc`` untouched, when there is
+    none, it cannot be read or used, or it belongs to another run."""
     import torch
 
     path = out_dir / CHECKPOINT
@@ -111,13 +114,17 @@ def load(out_dir: Path, fp: dict[str, Any], acc: Any) -> Resumed | None:
             changed[changed.index("config")] = "config (" + ", ".join(keys) + ")"
         _say(f"{path}: checkpoint of another run ({'; '.join(changed)} differ); starting afresh")
         return None
-    acc.load_state_dict(state["accumulator"])
-    _say(f"{path}: resuming at genome {state['start']:,}")
-    return Resumed(
-        start=int(state["start"]),
-        preds=[p.numpy() for p in state["preds"]],
-        seconds=float(state["seconds"]),
-    )
+    try:
+        start, seconds = int(state["start"]), float(state["seconds"])
+        preds = [p.numpy() for p in state["preds"]]
+        if sum(len(p) for p in preds) != start:
+            raise ValueError(f"{sum(len(p) for p in preds)} predictions for {start} genomes")
+        acc.load_state_dict(state["accumulator"], device)  # all or nothing
+    except Exception as err:
+        _say(f"{path}: unusable checkpoint ({type(err).__name__}: {err}); starting afresh")
+        return None
+    _say(f"{path}: resuming at genome {start:,}")
+    return Resumed(start=start, preds=preds, seconds=seconds)
 
 
 def remove(out_dir: Path) -> None:

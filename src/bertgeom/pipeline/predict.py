@@ -9,6 +9,7 @@ the model id and the package version, as pangolin's reports do.
 from __future__ import annotations
 
 import gzip
+import io
 import os
 import re
 import sys
@@ -166,7 +167,12 @@ def _open_output(out_path: str | os.PathLike) -> Iterator[TextIO]:
         return
     with atomic_path(out_path) as tmp:
         if str(out_path).endswith(".gz"):
-            with gzip.open(tmp, "wt", encoding="utf-8", newline="") as fh:
+            # no file name or time in the header: equal rows give equal bytes
+            with (
+                open(tmp, "wb") as raw,
+                gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as packed,
+                io.TextIOWrapper(packed, encoding="utf-8", newline="") as fh,
+            ):
                 yield fh
         else:
             with open(tmp, "w", encoding="utf-8", newline="") as fh:
