@@ -46,11 +46,15 @@ step() {
   $PY -c "import torch, transformers; print('torch', torch.__version__, 'transformers', \
 transformers.__version__)"; } | tee "$OUTD/machine.txt"
 # TRAIN_ARGS: extra train options, e.g. "--max-steps 5" for a smoke run
-step train 260 $PY -m bertgeom.cli train "$P" --out "$WORK/model" --preset "$PRESET" --quiet \
+step train 230 $PY -m bertgeom.cli train "$P" --out "$WORK/model" --preset "$PRESET" --quiet \
   ${TRAIN_ARGS:-}
 cp "$WORK/model/history.tsv" "$OUTD/history.tsv" 2>/dev/null && cat "$OUTD/history.tsv"
 step evaluate 60 $PY -m bertgeom.cli evaluate "$WORK/model" "$P" --out "$OUTD/evaluate" \
   --batch-size 256
+# the measures on CUDA against the CPU, and analyze's CUDA paths (several layers' gate
+# statistics per call, checkpoints of CUDA tensors, resume) on a tiny model
+step cuda_tests 60 $PY -m pytest -q -p no:cacheprovider tests/unit/test_geometry_device.py \
+  tests/integration/test_analyze.py -k "cuda or one_batch or resumes"
 step model_bench 120 $PY benchmarks/model.py --prepared "$P" --preset "$PRESET" --genomes 2048
 step analyze_bench 150 $PY benchmarks/analyze.py --prepared "$P" --preset "$PRESET" \
   --genomes 256 "$GENOMES" --per-family
