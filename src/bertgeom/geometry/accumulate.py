@@ -37,6 +37,7 @@ from bertgeom.geometry.embeddings import ValueHistogram, summed_output_histogram
 from bertgeom.geometry.gates import GateOptions, GateStats, add_cluster, gate_stats_and_parts
 from bertgeom.geometry.segmentation import ClusterParts, cluster_from_parts
 from bertgeom.geometry.spectra import row_entropy, spectrum
+from bertgeom.heap import append_batch
 
 #: Stream points whose token rows get a per-genome cone index (Z and A per head).
 CONE_POINTS = ("X", "C", "O", "U", "F", "Y")
@@ -179,6 +180,7 @@ class GeometryAccumulator:
         self._batch: _Batch | None = None
         self._ending = False  # inside end_batch: the sums are being updated
         self.n_done = 0  # genomes of the finished batches
+        self._pending: dict[str, int] = {}  # per-batch arrays trailing each per_genome list
 
     def wants(self, family: str) -> bool:
         """Whether ``family`` is computed."""
@@ -272,8 +274,10 @@ class GeometryAccumulator:
         self._gates(b)
         self._add_cluster_scores(b)
         for name, per_layer in b.per_genome.items():
-            self.per_genome.setdefault(name, []).append(
-                torch.stack(per_layer, 1).float().cpu().numpy()
+            self._pending[name] = append_batch(
+                self.per_genome.setdefault(name, []),
+                torch.stack(per_layer, 1).float().cpu().numpy(),
+                self._pending.get(name, 0),
             )
         for i, s in enumerate(b.stats["gates"]):
             g = regroup(s, dev_buckets, self.n_buckets)

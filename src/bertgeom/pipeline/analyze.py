@@ -21,7 +21,7 @@ import pandas as pd
 
 from bertgeom.config import AnalyzeConfig
 from bertgeom.errors import ArtifactError
-from bertgeom.heap import fixed_mmap_threshold
+from bertgeom.heap import append_batch, fixed_mmap_threshold
 from bertgeom.io.files import atomic_path, save_figure, write_json
 from bertgeom.io.manifest import describe_inputs, write_manifest
 from bertgeom.model.data import collate, encode_labels, load_split, sequences_for
@@ -238,6 +238,7 @@ def _stream(
     start, preds, before = (done.start, done.preds, done.seconds) if done else (0, [], 0.0)
     t0 = last = time.perf_counter()
     saved = start  # genomes in the newest checkpoint
+    pending = 0  # per-batch prediction arrays trailing ``preds``
     model = bundle.model.eval()
     use_bf16 = device.startswith("cuda")
     bar = tqdm(
@@ -270,7 +271,8 @@ def _stream(
                     logits = model(**batch).logits
                 pred = logits.argmax(-1)
                 right = mapping[pred] == labels
-                preds.append(pred.cpu().numpy())  # ahead of acc.n_done until end_batch ends
+                # ahead of acc.n_done until end_batch ends
+                pending = append_batch(preds, pred.cpu().numpy(), pending)
                 acc.end_batch(torch.where(right, labels, labels + acc.n_classes))
                 bar.update(len(labels))
                 if acc.n_done < len(ids) and time.perf_counter() - last >= ckpt.every_s:
