@@ -53,29 +53,12 @@ class EncoderGeometry:
     def tables(self, seed: int = 42) -> dict[str, pd.DataFrame]:
         """Tidy tables as ``analyze`` writes them (see docs/formats.md), for the families
         computed; class statistics over every sequence."""
-        from bertgeom.geometry import tables as tb
+        from bertgeom.geometry.tables import measure_tables
 
-        acc, names, y = self.acc, self.class_names, self.labels
-        keep = np.ones(len(y), bool)
-        classes = np.asarray(names)[y]
-        out: dict[str, pd.DataFrame] = {}
-        if acc.wants("cone"):
-            out["cone"], out["cone_summary"] = tb.cone_table(acc, self.ids, classes, keep)
-        if acc.wants("gates"):
-            out["gates"] = tb.gates_table(acc, names, all_genomes=True)
-            out["row_entropy"] = tb.row_entropy_table(acc, y, keep, names)
-        if acc.wants("direction"):
-            out["direction"] = tb.direction_table(acc, keep)
-        if acc.wants("spectra"):
-            out["spectra"] = tb.spectra_table(acc, names)
-        if acc.wants("embeddings"):
-            out["cls_cone"] = tb.cls_cone_table(acc, y, keep, names)
-            out["embeddings"], out["embedding_maps"], out["one_vs_all"] = tb.embedding_tables(
-                acc, self.ids, y, keep, names, seed=seed
-            )
-        if "cone_summary" in out:
-            out["flow"] = tb.flow_table(out["cone_summary"], out.get("spectra", pd.DataFrame()))
-        return out
+        keep = np.ones(len(self.labels), bool)
+        return measure_tables(
+            self.acc, self.ids, self.labels, keep, self.class_names, all_genomes=True, seed=seed
+        )
 
     def class_mean_maps(self) -> np.ndarray | None:
         """(layer, head, class, q_pos, k_pos) class-mean attention (``maps`` family)."""

@@ -387,6 +387,39 @@ def class_mean_maps(acc: GeometryAccumulator, all_genomes: bool) -> np.ndarray |
     return (total / n.clamp(min=1)[None, None, :, :, None]).numpy()
 
 
+def measure_tables(
+    acc: GeometryAccumulator,
+    ids: Sequence[str],
+    labels: np.ndarray,
+    keep: np.ndarray,
+    names: Sequence[str],
+    all_genomes: bool,
+    seed: int,
+) -> dict[str, pd.DataFrame]:
+    """The tables of the families ``acc`` computed, but the spike domains: ``cone`` (per
+    genome), ``cone_summary``, ``cls_cone``, ``embeddings``, ``embedding_maps``, ``one_vs_all``,
+    ``gates``, ``row_entropy``, ``direction``, ``spectra`` and ``flow``; class statistics over
+    the ``keep`` genomes (gate sums over all genomes with ``all_genomes``)."""
+    t: dict[str, pd.DataFrame] = {}
+    if acc.wants("cone"):
+        t["cone"], t["cone_summary"] = cone_table(acc, ids, np.asarray(names)[labels], keep)
+    if acc.wants("embeddings"):
+        t["cls_cone"] = cls_cone_table(acc, labels, keep, names)
+        t["embeddings"], t["embedding_maps"], t["one_vs_all"] = embedding_tables(
+            acc, ids, labels, keep, names, seed=seed
+        )
+    if acc.wants("gates"):
+        t["gates"] = gates_table(acc, names, all_genomes)
+        t["row_entropy"] = row_entropy_table(acc, labels, keep, names)
+    if acc.wants("direction"):
+        t["direction"] = direction_table(acc, keep)
+    if acc.wants("spectra"):
+        t["spectra"] = spectra_table(acc, names)
+    if "cone_summary" in t:
+        t["flow"] = flow_table(t["cone_summary"], t.get("spectra", pd.DataFrame()))
+    return t
+
+
 def flow_table(cone_summary: pd.DataFrame, spectra: pd.DataFrame) -> pd.DataFrame:
     """Change of the median cone index and of the effective rank between consecutive stream
     points (X->C->O->U->F->Y for the cone, C->Y for the rank), per layer, averaged over classes."""

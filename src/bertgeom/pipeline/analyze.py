@@ -321,35 +321,21 @@ def _write_outputs(
         "seq_id": ids, "class": classes, "predicted": g.predicted,
         "correct": g.correct, "included": included, "mutations": df.mutations.to_numpy(),
     })}  # fmt: skip
-    if acc.wants("cone"):
-        cone, t["cone_summary"] = tables.cone_table(acc, ids, classes, included)
-        written += _write_table(out, "cone", cone, tsv=False)
-    if acc.wants("embeddings"):
-        t["cls_cone"] = tables.cls_cone_table(acc, y, included, names)
-        t["embeddings"], t["embedding_maps"], t["one_vs_all"] = tables.embedding_tables(
-            acc, ids, y, included, names, seed=config.seed
-        )
-        if "pca" not in config.maps:
-            del t["embedding_maps"]
-        methods = [m for m in config.maps if m != "pca"]
-        if methods:
-            t["nonlinear_maps"], notes, map_seconds = tables.nonlinear_map_table(
-                acc, ids, y, included, names, methods, seed=config.seed,
-                max_genomes=config.map_genomes, perplexity=config.perplexity,
-                n_neighbors=config.n_neighbors,
-            )  # fmt: skip
-            extra = {"notes": notes, "map_seconds": map_seconds}
-    if acc.wants("gates"):
-        t["gates"] = tables.gates_table(acc, names, config.all_genomes)
-        t["row_entropy"] = tables.row_entropy_table(acc, y, included, names)
-    if acc.wants("direction"):
-        t["direction"] = tables.direction_table(acc, included)
-    if acc.wants("spectra"):
-        t["spectra"] = tables.spectra_table(acc, names)
+    t |= tables.measure_tables(acc, ids, y, included, names, config.all_genomes, config.seed)
+    if "cone" in t:
+        written += _write_table(out, "cone", t.pop("cone"), tsv=False)
+    if "embedding_maps" in t and "pca" not in config.maps:
+        del t["embedding_maps"]
+    methods = [m for m in config.maps if m != "pca"]
+    if acc.wants("embeddings") and methods:
+        t["nonlinear_maps"], notes, map_seconds = tables.nonlinear_map_table(
+            acc, ids, y, included, names, methods, seed=config.seed,
+            max_genomes=config.map_genomes, perplexity=config.perplexity,
+            n_neighbors=config.n_neighbors,
+        )  # fmt: skip
+        extra = {"notes": notes, "map_seconds": map_seconds}
     if acc.wants("domains"):
         t["domains"] = tables.domains_table(acc, names, config.all_genomes, config.alpha)
-    if "cone_summary" in t:
-        t["flow"] = tables.flow_table(t["cone_summary"], t.get("spectra", pd.DataFrame()))
     for name, table in t.items():
         written += _write_table(out, name, table)
     written += _write_maps(out, acc, ids, classes, keep_maps, names, config.all_genomes)
