@@ -95,7 +95,10 @@ def test_domain_stats_streamed_and_masked():
     halves = domain_stats(attn[:2], mask[:2], td, labels[:2], 2).combine(
         domain_stats(attn[2:], mask[2:], td, labels[2:], 2)
     )
-    for field in ("attention", "content_attention", "tokens", "n_tokens"):
+    for field in (
+        "attention", "content_attention", "tokens", "n_tokens", "genomes", "excess_sum",
+        "excess_sq",
+    ):  # fmt: skip
         assert torch.allclose(getattr(whole, field), getattr(halves, field))
     # genome 4 has 4 content tokens: its PAD keys get nothing
     alone = domain_stats(attn[4:, :, :6, :6], None, td)
@@ -134,3 +137,26 @@ def test_cls_readout_maps_to_domains():
     assert float(out.share[0, b]) == pytest.approx(1.0)
     assert float(out.share[0, td.names.index("A")]) == 0.0
     assert float(out.special[0]) == pytest.approx(0.2)
+
+
+def test_genome_level_test_is_a_one_sample_t_test_of_the_per_genome_excess():
+    """Known answer: per-genome shares computed by hand, t and p from scipy's one-sample
+    t-test; a single genome gives no test."""
+    from scipy import stats as st
+
+    td = small_table()  # tokens 0-1 in A (share 2/6)
+    n = 8
+    g = torch.Generator().manual_seed(1)
+    attn = torch.rand(6, 1, n, n, generator=g).softmax(-1)
+    attn[:, 0, :, 1:3] *= torch.linspace(1.0, 3.0, 6)[:, None, None]  # each genome its own
+    attn = attn / attn.sum(-1, keepdim=True)
+    enr = domain_enrichment([domain_stats(attn, None, td)])
+    a = td.names.index("A")
+    rows = attn[:, 0, 1:7, 1:7]  # content queries x content keys
+    share = (rows[:, :, 0:2].sum((1, 2)) / rows.sum((1, 2))).double().numpy()
+    want = st.ttest_1samp(share - 2 / 6, 0.0)
+    assert float(enr.excess[0, 0, 0, a]) == pytest.approx((share - 2 / 6).mean(), rel=1e-6)
+    assert float(enr.t[0, 0, 0, a]) == pytest.approx(want.statistic, rel=1e-6)
+    assert float(enr.p_genome[0, 0, 0, a]) == pytest.approx(want.pvalue, rel=1e-6)
+    one = domain_enrichment([domain_stats(attn[:1], None, td)])
+    assert torch.isnan(one.t).all() and not one.significant_genome.any()  # one genome: no test

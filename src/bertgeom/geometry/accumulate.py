@@ -33,16 +33,25 @@ from bertgeom.geometry.capture import LayerTensors, encoder_layers
 from bertgeom.geometry.cone import cone_index
 from bertgeom.geometry.direction import attention_asymmetry, score_directionality
 from bertgeom.geometry.domains import DomainStats, TokenDomains, domain_stats
-from bertgeom.geometry.embeddings import ValueHistogram, summed_output_histogram
 from bertgeom.geometry.gates import GateOptions, GateStats, add_cluster, gate_stats_and_parts
 from bertgeom.geometry.segmentation import ClusterParts, cluster_from_parts
-from bertgeom.geometry.spectra import row_entropy, spectrum
+from bertgeom.geometry.spectra import (
+    eigen_entropy_compat,
+    histogram_entropy,
+    row_entropy,
+    spectrum,
+)
 from bertgeom.heap import append_batch
 
 #: Stream points whose token rows get a per-genome cone index (Z and A per head).
 CONE_POINTS = ("X", "C", "O", "U", "F", "Y")
-#: What the spectra cover: per-head A and Z, whole-layer C and Y.
-SPECTRA_POINTS = ("A", "Z", "C", "Y")
+#: What the spectra cover: per-head A and Z, and every whole-layer stream point.
+SPECTRA_POINTS = ("A", "Z", *CONE_POINTS)
+#: Values per spectra genome, layer and head, in this order (``compat``: NaN unless computed).
+SPECTRA_VALUES = (
+    "effective_rank", "stable_rank", "numerical_rank", "von_neumann",
+    "histogram_entropy_compat", "eigen_entropy_compat",
+)  # fmt: skip
 FAMILIES = ("cone", "gates", "domains", "direction", "spectra", "embeddings", "maps")
 
 
@@ -56,6 +65,7 @@ class AccumulatorOptions:
     spectra_genomes: int = 64
     svd_driver: str | None = None
     histogram_bins: int = 60
+    compat: bool = False  # the research code's entropies on the spectra subset
     cluster_hold_bytes: int | None = None  # None: a quarter of the GPU's memory, 1 GiB on CPU
     gates_hold_bytes: int | None = None  # None: 1/128 of the GPU's memory, 0 (alone) on CPU
 
@@ -71,6 +81,7 @@ class _Batch:
     spectra: dict[str, list[Tensor]]
     kept: Tensor  # (batch,) bool, genomes whose full maps are kept
     kept_maps: list[Tensor]  # per layer (kept, head, q, k)
+    pooled: list[Tensor] = field(default_factory=list)  # per layer (batch, point, d) float64
     cluster_parts: list[ClusterParts] = field(default_factory=list)  # per layer
     gates_pending: list[Tensor] = field(default_factory=list)  # attention maps, per layer
 
@@ -81,15 +92,20 @@ _STATE = (
     "domain_stats",
     "map_sum",
     "map_count",
-    "histograms",
     "per_genome",
     "spectra",
-    "spectra_labels",
+    "spectra_buckets",
     "spectra_taken",
     "kept_maps",
+    "pooled_sum",
+    "pooled_sq",
+    "pooled_n",
     "n_done",
 )
-_STATE_CLASSES = {c.__name__: c for c in (GateStats, DomainStats, ValueHistogram)}
+_STATE_CLASSES = {c.__name__: c for c in (GateStats, DomainStats)}
+#: Families that read the attention probabilities.
+ATTENTION_FAMILIES = ("gates", "domains", "direction", "maps")
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
 def _pack(v: Any) -> Any:
@@ -123,6 +139,11 @@ def _unpack(v: Any, device: torch.device) -> Any:
     if isinstance(v, list | tuple):
         return type(v)(_unpack(x, device) for x in v)
     return v
+
+
+def _float32(x: Tensor | None) -> Tensor | None:
+    """``x`` in float32 when it is float16 or bfloat16, else as it is."""
+    return x.float() if x is not None and x.dtype in _LOW_PRECISION else x
 
 
 def _rows(x: Any, rows: slice) -> Any:
@@ -171,12 +192,16 @@ class GeometryAccumulator:
         self.map_sum: Tensor | None = None  # (layer, head, bucket, q, k)
         # genomes per (bucket, query position) whose position is real (not PAD)
         self.map_count = torch.zeros((self.n_buckets, 0), dtype=torch.float64)
-        self.histograms: list[ValueHistogram | None] = [None] * self.n_layers
         self.per_genome: dict[str, list[np.ndarray]] = {}
         self.spectra: dict[str, list[np.ndarray]] = {}
-        self.spectra_labels: list[np.ndarray] = []
+        # bucket (class, or n_classes + class if misclassified) of each spectra genome
+        self.spectra_buckets: list[np.ndarray] = []
         self.spectra_taken = np.zeros(n_classes, dtype=np.int64)
         self.kept_maps: list[np.ndarray] = []  # (layer, head, q, k) float16 per kept genome
+        # per bucket, the sums of the mean-pooled vectors of every stream point (separability)
+        self.pooled_sum: Tensor | None = None  # (layer, bucket, point, d_model) float64
+        self.pooled_sq: Tensor | None = None  # (layer, bucket, point) Σ ||x||²
+        self.pooled_n = torch.zeros(self.n_buckets, dtype=torch.float64)  # genomes per bucket
         self._batch: _Batch | None = None
         self._ending = False  # inside end_batch: the sums are being updated
         self.n_done = 0  # genomes of the finished batches
@@ -249,6 +274,20 @@ class GeometryAccumulator:
         """Hook callback: reduce one layer of the current batch."""
         b = self._batch
         assert b is not None, "on_layer called outside begin_batch/end_batch"
+        if t.A is None and any(self.wants(f) for f in ATTENTION_FAMILIES):
+            raise RuntimeError(
+                f"layer {layer}: the self-attention returned no attention probabilities, which "
+                f"the {', '.join(f for f in ATTENTION_FAMILIES if self.wants(f))} measures read; "
+                "load the model with attn_implementation='eager' (transformers >= 5 returns "
+                "them from eager attention)"
+            )
+        # the measures run in float32 whatever precision the forward pass used (bf16 autocast
+        # on a GPU): results must not depend on the device or the batch size
+        t = LayerTensors(**{f.name: _float32(getattr(t, f.name)) for f in fields(t)})
+        with torch.autocast(t.X.device.type, enabled=False):
+            self._on_layer(b, layer, t)
+
+    def _on_layer(self, b: _Batch, layer: int, t: LayerTensors) -> None:
         self._cone(b, t)
         if t.A is not None:
             self._attention(b, layer, t)
@@ -263,7 +302,8 @@ class GeometryAccumulator:
         assert b is not None
         self._ending = True
         try:
-            self._end_batch(b, buckets)
+            with torch.autocast(b.mask.device.type, enabled=False):
+                self._end_batch(b, buckets)
             self.n_done += len(buckets)
         finally:
             self._ending = False
@@ -289,10 +329,17 @@ class GeometryAccumulator:
             )
         if b.maps:
             self._add_maps(b, dev_buckets)
+        if b.pooled:
+            self._add_pooled(b, dev_buckets)
         for name, per_layer in b.spectra.items():
             self.spectra.setdefault(name, []).append(torch.stack(per_layer, 1).cpu().numpy())
         if b.spectra:
-            self.spectra_labels.append(b.labels[b.spectra_rows].cpu().numpy())
+            taken = buckets.cpu()[b.spectra_rows].numpy()
+            self.spectra_buckets.append(taken)
+            # a misclassified genome gives its place back: the subset of correctly classified
+            # genomes (the default statistics) still reaches the quota
+            wrong = taken[taken >= self.n_classes] - self.n_classes
+            np.subtract.at(self.spectra_taken, wrong, 1)
         if b.kept_maps:
             maps = torch.stack(b.kept_maps, 1).numpy()  # (kept, layer, head, q, k)
             self.kept_maps.extend(maps[i] for i in range(len(maps)))
@@ -334,8 +381,9 @@ class GeometryAccumulator:
             self._keep(b, "score_antisymmetry", score_directionality(q, k, b.mask, drop_special=ds))
         if self.wants("maps"):
             b.maps.append(t.A.detach().float())
-        if bool(b.kept.any()):
-            b.kept_maps.append(t.A[b.kept].detach().half().cpu())
+        if bool(b.kept.any()):  # PAD query rows (a softmax HF leaves in place) zeroed
+            real = b.mask[b.kept][:, None, :, None]
+            b.kept_maps.append((t.A[b.kept] * real).detach().half().cpu())
 
     def _gates(self, b: _Batch) -> None:
         """Gate statistics of the held layers' maps in one call on the maps stacked along the
@@ -411,51 +459,77 @@ class GeometryAccumulator:
             "C": spectrum(t.C[rows].unsqueeze(1), mask, drop_special=ds, driver=drv),
             "Y": spectrum(t.Y[rows].unsqueeze(1), mask, drop_special=ds, driver=drv),
         }
+        for point in ("X", "O", "U", "F"):
+            parts[point] = spectrum(
+                getattr(t, point)[rows].unsqueeze(1), mask, drop_special=ds, driver=drv
+            )
         for point, s in parts.items():
             if s is None:
                 continue
+            hist = eig = torch.full_like(s.effective_rank, torch.nan, dtype=torch.float64)
+            if self.options.compat:
+                m = t.A[rows] if point == "A" else None
+                if m is not None:
+                    eig = eigen_entropy_compat(m, mask, drop_special=ds).double()
+                else:
+                    m = t.Z[rows] if point == "Z" else getattr(t, point)[rows].unsqueeze(1)
+                hist = histogram_entropy(m, mask, square=point == "A", drop_special=ds).double()
             values = torch.stack(
-                [s.effective_rank, s.stable_rank, s.numerical_rank.double(), s.gram_entropy], -1
-            )  # (sub, head, 4)
-            b.spectra.setdefault(point, []).append(values.double())
+                [
+                    s.effective_rank.double(), s.stable_rank.double(),
+                    s.numerical_rank.double(), s.gram_entropy.double(), hist, eig,
+                ],
+                -1,
+            )  # (sub, head, len(SPECTRA_VALUES))  # fmt: skip
+            b.spectra.setdefault(point, []).append(values)
 
     def _vectors(self, b: _Batch, layer: int, t: LayerTensors) -> None:
         m = b.mask[..., None].to(t.Y.dtype)
         if layer == 0:
             self._keep(b, "cls_0", t.X[:, 0])
             self._keep(b, "mean_0", (t.X * m).sum(1) / m.sum(1))
+            self._keep(b, "n_real", m.sum(1))  # (batch, 1): mean x n_real = token sum
         self._keep(b, "cls", t.Y[:, 0])
         self._keep(b, "mean", (t.Y * m).sum(1) / m.sum(1))
-        h = self.histograms[layer]
-        edges = h.edges if h is not None else self._edges(t.Y, b.mask)
-        new = summed_output_histogram(t.Y, b.mask, edges)
-        self.histograms[layer] = new if h is None else h.combine(new)
+        pooled = [(getattr(t, p).double() * m).sum(1) / m.sum(1) for p in CONE_POINTS]
+        b.pooled.append(torch.stack(pooled, 1))  # (batch, point, d_model)
 
-    def _edges(self, y: Tensor, mask: Tensor) -> Tensor:
-        total = (y.double() * mask[..., None]).sum(1)
-        span = 1.5 * float(total.abs().max().clamp(min=1e-6))
-        return torch.linspace(-span, span, self.options.histogram_bins + 1, dtype=torch.float64)
+    def _add_pooled(self, b: _Batch, buckets: Tensor) -> None:
+        """Add the batch's mean-pooled stream-point vectors to the per-bucket sums."""
+        x = torch.stack(b.pooled)  # (layer, batch, point, d)
+        b.pooled = []
+        if self.pooled_sum is None:
+            n_layers, _, n_points, d = x.shape
+            self.pooled_sum = x.new_zeros((n_layers, self.n_buckets, n_points, d))
+            self.pooled_sq = x.new_zeros((n_layers, self.n_buckets, n_points))
+        assert self.pooled_sq is not None
+        self.pooled_sum.index_add_(1, buckets, x)
+        self.pooled_sq.index_add_(1, buckets, (x * x).sum(-1))
+        ones = torch.ones(len(buckets), dtype=torch.float64)
+        self.pooled_n.index_add_(0, buckets.cpu(), ones)
 
     def _add_maps(self, b: _Batch, buckets: Tensor) -> None:
         """Add the batch's maps to the per-bucket sums; PAD query rows (whose softmax HF leaves
         in place) are left out, and each query position is counted over the genomes that
         have it, so the mean map does not depend on how genomes of different lengths are
         batched."""
-        real = b.mask.to(b.maps[0].dtype)  # (batch, pos)
-        a = torch.stack(b.maps) * real[None, :, None, :, None]  # (layer, batch, head, q, k)
-        p = a.shape[-1]
+        real = b.mask.to(b.maps[0].dtype)[:, None, :, None]  # (batch, 1, q, 1)
+        p = b.maps[0].shape[-1]
         if self.map_sum is None:
             self.map_sum = torch.zeros(
                 (self.n_layers, self.n_heads, self.n_buckets, p, p),
                 dtype=torch.float32,
-                device=a.device,
+                device=b.maps[0].device,
             )
         if p > self.map_sum.shape[-1]:
             grow = p - self.map_sum.shape[-1]
             self.map_sum = torch.nn.functional.pad(self.map_sum, (0, grow, 0, grow))
         q = self.map_sum.shape[-1]
-        a = torch.nn.functional.pad(a, (0, q - p, 0, q - p)).transpose(1, 2)  # (l, h, b, q, k)
-        self.map_sum.index_add_(2, buckets, a)
+        maps, b.maps = b.maps, []
+        for layer, m in enumerate(maps):  # one layer at a time: one copy of a layer's maps
+            a = torch.nn.functional.pad(m * real, (0, q - p, 0, q - p)).transpose(0, 1)
+            self.map_sum[layer].index_add_(1, buckets, a)  # (head, bucket, q, k) += (h, b, q, k)
+            maps[layer] = None  # type: ignore[call-overload]
         if self.map_count.shape[1] < q:
             self.map_count = torch.nn.functional.pad(
                 self.map_count, (0, q - self.map_count.shape[1])

@@ -15,7 +15,15 @@ give to all content keys; token share = content tokens in the domain / content t
 two-proportion z-test uses x1 = attention mass on the domain, n1 = attention mass on content keys
 (each query row carries mass 1), x2, n2 the token counts: ``z = (p1 - p2) / sqrt(p̂(1-p̂)(1/n1 +
 1/n2))`` with pooled p̂ = (x1 + x2)/(n1 + n2); two-sided p-values; Bonferroni over the
-layers x heads tested (alpha 0.05/144 for BERT-base).
+layers x heads tested (alpha 0.05/144 for BERT-base). This is the paper's test (science.md §6);
+it counts every token of every genome as an observation, so with thousands of genomes nearly
+any difference is "significant".
+
+Genome-level test (bertgeom, B): the genome is the unit. Each genome g gives the excess
+``e_g = attention share_g - token share_g`` (its own shares); the one-sample t-test of mean e = 0
+over the class's genomes, ``t = ē / (s_e / sqrt(n))`` with n - 1 degrees of freedom, two-sided,
+with the same Bonferroni level. Its p-values do not shrink merely because genomes are many
+tokens long, and ē is the effect size.
 """
 
 from __future__ import annotations
@@ -126,6 +134,9 @@ class DomainStats:
     content_attention : (class, head) float64 mass content queries give to content keys
     tokens : (class, domain) float64 content tokens in the domain, summed over genomes
     n_tokens : (class,) float64 content tokens summed over genomes
+    genomes : (class,) float64 genomes
+    excess_sum, excess_sq : (class, head, domain) float64 Σ_g e_g and Σ_g e_g² of the per-genome
+        excess e_g = attention share - token share (the genome-level test)
     """
 
     names: tuple[str, ...]
@@ -133,6 +144,9 @@ class DomainStats:
     content_attention: Tensor
     tokens: Tensor
     n_tokens: Tensor
+    genomes: Tensor
+    excess_sum: Tensor
+    excess_sq: Tensor
 
     def combine(self, other: DomainStats) -> DomainStats:
         """Both batches together (sums add)."""
@@ -140,22 +154,19 @@ class DomainStats:
             raise ValueError("cannot combine DomainStats of different domain tables")
         dev = self.attention.device
         return DomainStats(
-            names=self.names,
-            attention=self.attention + other.attention.to(dev),
-            content_attention=self.content_attention + other.content_attention.to(dev),
-            tokens=self.tokens + other.tokens.to(dev),
-            n_tokens=self.n_tokens + other.n_tokens.to(dev),
+            self.names,
+            *(getattr(self, f) + getattr(other, f).to(dev) for f in _SUMMED),
         )
 
     def pooled(self) -> DomainStats:
         """All classes as one (class dimension of size 1)."""
-        return DomainStats(
-            names=self.names,
-            attention=self.attention.sum(0, keepdim=True),
-            content_attention=self.content_attention.sum(0, keepdim=True),
-            tokens=self.tokens.sum(0, keepdim=True),
-            n_tokens=self.n_tokens.sum(0, keepdim=True),
-        )
+        return DomainStats(self.names, *(getattr(self, f).sum(0, keepdim=True) for f in _SUMMED))
+
+
+#: The summed (tensor) fields of ``DomainStats``, in order.
+_SUMMED = (
+    "attention", "content_attention", "tokens", "n_tokens", "genomes", "excess_sum", "excess_sq",
+)  # fmt: skip
 
 
 def domain_stats(
@@ -196,12 +207,21 @@ def domain_stats(
         out = torch.zeros((n_classes, *x.shape[1:]), dtype=torch.float64, device=x.device)
         return out.index_add(0, labels, x.double())
 
+    on_domain = key_mass.double() @ member.double()  # (batch, head, domain)
+    on_content = (key_mass * content[:, None, :]).sum(-1).double()  # (batch, head)
+    tokens = member.sum(1).double()  # (batch, domain)
+    n_tokens = content.sum(-1).double()  # (batch,)
+    share = on_domain / torch.where(on_content > 0, on_content, 1.0)[..., None]
+    excess = share - (tokens / n_tokens.clamp(min=1)[:, None])[:, None, :]
     return DomainStats(
         names=domains.names,
-        attention=per_class(key_mass @ member),
-        content_attention=per_class((key_mass * content[:, None, :]).sum(-1)),
-        tokens=per_class(member.sum(1)),
-        n_tokens=per_class(content.sum(-1).to(a.dtype)),
+        attention=per_class(on_domain),
+        content_attention=per_class(on_content),
+        tokens=per_class(tokens),
+        n_tokens=per_class(n_tokens),
+        genomes=per_class(torch.ones(b, dtype=torch.float64, device=a.device)),
+        excess_sum=per_class(excess),
+        excess_sq=per_class(excess**2),
     )
 
 
@@ -218,6 +238,11 @@ class DomainEnrichment:
     p_value : (layer, class, head, domain) two-sided
     significant : (layer, class, head, domain) bool, p_value < alpha_corrected
     alpha_corrected : alpha / (layers x heads)
+    excess : (layer, class, head, domain) mean per-genome excess ē (genome-level test)
+    t : (layer, class, head, domain) its one-sample t statistic (NaN below 2 genomes or with
+        no spread)
+    p_genome : two-sided p-value of t (NaN where t is)
+    significant_genome : p_genome < alpha_corrected
     """
 
     names: tuple[str, ...]
@@ -227,6 +252,10 @@ class DomainEnrichment:
     p_value: Tensor
     significant: Tensor
     alpha_corrected: float
+    excess: Tensor
+    t: Tensor
+    p_genome: Tensor
+    significant_genome: Tensor
 
 
 def domain_enrichment(layers: Sequence[DomainStats], alpha: float = 0.05) -> DomainEnrichment:
@@ -252,6 +281,7 @@ def domain_enrichment(layers: Sequence[DomainStats], alpha: float = 0.05) -> Dom
     z = torch.where(se > 0, (p1 - p2) / se.clamp(min=1e-300), 0.0)
     p_value = torch.special.erfc(z.abs() / math.sqrt(2))
     corrected = alpha / (x1.shape[0] * x1.shape[2])
+    excess, t, p_genome = _genome_test(layers)
     return DomainEnrichment(
         names=layers[0].names,
         attention_share=p1,
@@ -260,7 +290,30 @@ def domain_enrichment(layers: Sequence[DomainStats], alpha: float = 0.05) -> Dom
         p_value=p_value,
         significant=p_value < corrected,
         alpha_corrected=corrected,
+        excess=excess,
+        t=t,
+        p_genome=p_genome,
+        significant_genome=p_genome < corrected,  # NaN compares False
     )
+
+
+def _genome_test(layers: Sequence[DomainStats]) -> tuple[Tensor, Tensor, Tensor]:
+    """Mean excess, t statistic and two-sided p-value of the genome-level test (module
+    docstring), each (layer, class, head, domain)."""
+    from scipy.stats import t as student
+
+    total = torch.stack([s.excess_sum for s in layers]).cpu()
+    sq = torch.stack([s.excess_sq for s in layers]).cpu()
+    n = layers[0].genomes.cpu()[None, :, None, None]
+    mean = total / n.clamp(min=1)
+    var = ((sq - n * mean**2) / (n - 1).clamp(min=1)).clamp(min=0)
+    se = (var / n.clamp(min=1)).sqrt()
+    ok = (n >= 2) & (se > 1e-12 * mean.abs().clamp(min=1e-300))
+    t = torch.where(ok, mean / torch.where(ok, se, 1.0), torch.nan)
+    df = (n - 1).clamp(min=1).expand_as(t).numpy()
+    p = torch.from_numpy(2 * student.sf(np.abs(t.numpy()), df))
+    mean = torch.where(n > 0, mean, torch.nan)
+    return mean, t, p
 
 
 def attention_rollout(attn: Tensor, mask: Tensor | None = None, residual: float = 0.5) -> Tensor:

@@ -285,7 +285,8 @@ def _cv_scores(
 def knn_accuracy(
     x: np.ndarray, labels: np.ndarray, *, n_neighbors: int = 5, folds: int = 5, seed: int = 0
 ) -> np.ndarray:
-    """Cross-validated k-nearest-neighbour accuracy per layer (Euclidean, uniform weights).
+    """Cross-validated k-nearest-neighbour accuracy per layer (Euclidean, uniform weights);
+    ``n_neighbors`` is clipped to the smallest training fold (small samples).
 
     Returns
     -------
@@ -294,7 +295,9 @@ def knn_accuracy(
     from sklearn.neighbors import KNeighborsClassifier
 
     x = _check(x, labels)
-    knn = KNeighborsClassifier(n_neighbors=n_neighbors)
+    cv = _folds(labels, folds, seed)
+    smallest = min(len(train) for train, _ in cv.split(np.zeros(len(labels)), labels))
+    knn = KNeighborsClassifier(n_neighbors=max(1, min(n_neighbors, smallest)))
     return _cv_scores(x, labels, knn, folds, seed)["accuracy"]
 
 

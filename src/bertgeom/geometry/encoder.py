@@ -99,7 +99,8 @@ def measure_encoder(
     ------
     ValueError
         Attention that is not eager, an unknown family, labels that do not match the number of
-        sequences or the classes, or class names without labels.
+        sequences or the classes, class names without labels, or batches that are not
+        right-padded.
     TypeError
         A model without BERT's layer layout (``encoder.layer[i].attention.self.query`` ...).
     """
@@ -132,6 +133,12 @@ def measure_encoder(
             inputs = {k: torch.as_tensor(v).to(device) for k, v in batch.items()}
             if "attention_mask" not in inputs:
                 raise ValueError("every batch needs an attention_mask (PAD positions excluded)")
+            real = inputs["attention_mask"].bool()
+            if bool((real[:, 1:] & ~real[:, :-1]).any()):  # a real position after a PAD one
+                raise ValueError(
+                    "the batches are not right-padded (PAD before real tokens): the measures "
+                    "read [CLS] at position 0; tokenize with padding_side='right'"
+                )
             n, start = inputs["input_ids"].shape[0], sum(len(s) for s in seen)
             if given is None:
                 y = np.zeros(n, np.int64)
@@ -140,7 +147,7 @@ def measure_encoder(
             else:
                 y = given[start : start + n]
             labels_t = torch.as_tensor(y, device=device)
-            acc.begin_batch(inputs["attention_mask"].bool(), labels_t)
+            acc.begin_batch(real, labels_t)
             model(**inputs)
             acc.end_batch(labels_t)  # no predictions: every sequence counts as "correct"
             seen.append(y)

@@ -7,17 +7,34 @@ Column layouts are documented in docs/formats.md (``analyze`` output); the figur
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import fields
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
-from bertgeom.geometry.accumulate import CONE_POINTS, SPECTRA_POINTS, GeometryAccumulator
+from bertgeom.geometry.accumulate import (
+    CONE_POINTS,
+    SPECTRA_POINTS,
+    SPECTRA_VALUES,
+    GeometryAccumulator,
+)
 from bertgeom.geometry.cone import cone_sums
-from bertgeom.geometry.direction import directionality, principal_angles, symmetric_signature
-from bertgeom.geometry.domains import domain_enrichment
+from bertgeom.geometry.direction import (
+    directionality,
+    principal_angles,
+    subspace_overlap,
+    symmetric_signature,
+)
+from bertgeom.geometry.domains import (
+    attention_rollout,
+    cls_domain_readout,
+    domain_enrichment,
+    position_membership,
+)
 from bertgeom.geometry.gates import GATES, HEAD_STATS, GateThresholds, gate_scores, label_heads
+from bertgeom.geometry.masking import content_mask
 
 
 def bucket_index(acc: GeometryAccumulator, all_genomes: bool) -> list[list[int]]:
@@ -169,27 +186,140 @@ def _per_genome_mean(acc: GeometryAccumulator, name: str, keep: np.ndarray) -> A
     return values.mean(0) if len(values) else np.full(values.shape[1:], np.nan)
 
 
-def spectra_table(acc: GeometryAccumulator, names: Sequence[str]) -> pd.DataFrame:
+def spectra_table(
+    acc: GeometryAccumulator, names: Sequence[str], all_genomes: bool = False
+) -> pd.DataFrame:
     """Effective, stable and numerical rank and von Neumann entropy per (layer, head, point,
-    class) over the spectra subset, plus the normalised row entropy of attention."""
+    class), averaged over the spectra subset's correctly classified genomes (all of the subset
+    with ``all_genomes``)."""
     rows = []
-    labels = np.concatenate(acc.spectra_labels) if acc.spectra_labels else np.zeros(0, int)
+    buckets = np.concatenate(acc.spectra_buckets) if acc.spectra_buckets else np.zeros(0, int)
+    labels = buckets % acc.n_classes
+    use = np.ones(len(buckets), bool) if all_genomes else buckets < acc.n_classes
     for point in SPECTRA_POINTS:
         if point not in acc.spectra:
             continue
-        v = np.concatenate(acc.spectra[point])  # (genome, layer, head, 4)
-        for c in np.unique(labels):
-            m = v[labels == c].mean(0)
+        v = np.concatenate(acc.spectra[point])[use]  # (genome, layer, head, 4)
+        labels_used = labels[use]
+        for c in np.unique(labels_used):
+            m = v[labels_used == c].mean(0)
             for layer in range(m.shape[0]):
                 for head in range(m.shape[1]):
-                    rows.append({
+                    row = {
                         "layer": layer, "head": head if m.shape[1] > 1 else -1, "point": point,
-                        "class": names[c], "effective_rank": m[layer, head, 0],
-                        "stable_rank": m[layer, head, 1], "numerical_rank": m[layer, head, 2],
-                        "von_neumann": m[layer, head, 3], "n": int((labels == c).sum()),
-                    })  # fmt: skip
+                        "class": names[c],
+                    }  # fmt: skip
+                    row |= {k: float(m[layer, head, i]) for i, k in enumerate(SPECTRA_VALUES)}
+                    row["n"] = int((labels_used == c).sum())
+                    rows.append(row)
     out = pd.DataFrame(rows)
+    if not acc.options.compat:
+        compat = [c for c in SPECTRA_VALUES if c.endswith("_compat")]
+        out = out.drop(columns=compat, errors="ignore")
     return out
+
+
+def separability_table(
+    acc: GeometryAccumulator, names: Sequence[str], all_genomes: bool
+) -> pd.DataFrame:
+    """Class separability of the mean-pooled vectors at every stream point and layer.
+
+    Fisher's criterion from the streamed per-class sums: with class means μ_c, overall mean μ
+    and n_c genomes per class, ``between = Σ_c n_c ||μ_c - μ||²``, ``within = Σ_c Σ_i ||x_i -
+    μ_c||²`` and ``fisher = between / within`` (0 when all class means coincide; NaN with no
+    spread within classes). Over correctly classified genomes, or all with ``all_genomes``.
+    """
+    if acc.pooled_sum is None or acc.pooled_sq is None:
+        return pd.DataFrame()
+    groups = bucket_index(acc, all_genomes)
+    sums = torch.stack([acc.pooled_sum[:, g].sum(1) for g in groups], 1).cpu()  # (l, c, p, d)
+    sq = torch.stack([acc.pooled_sq[:, g].sum(1) for g in groups], 1).cpu()  # (l, c, p)
+    n = torch.stack([acc.pooled_n[g].sum() for g in groups])  # (class,)
+    live = n > 0
+    if int(live.sum()) == 0:
+        return pd.DataFrame()
+    sums, sq, n = sums[:, live], sq[:, live], n[live]
+    mu_c = sums / n[None, :, None, None]
+    mu = sums.sum(1) / n.sum()  # (layer, point, d)
+    between = (n[None, :, None] * ((mu_c - mu[:, None]) ** 2).sum(-1)).sum(1)
+    within = (sq - (sums**2).sum(-1) / n[None, :, None]).sum(1).clamp(min=0)
+    fisher = torch.where(within > 0, between / within.clamp(min=1e-300), torch.nan)
+    return pd.DataFrame([
+        {"layer": la, "point": pt, "fisher": float(fisher[la, i]),
+         "between": float(between[la, i]), "within": float(within[la, i]),
+         "n_classes": int(live.sum()), "n": int(n.sum())}
+        for la in range(fisher.shape[0]) for i, pt in enumerate(CONE_POINTS)
+    ])  # fmt: skip
+
+
+def _gather(chunks: Sequence[np.ndarray], rows: np.ndarray, layer: int | None = None) -> np.ndarray:
+    """Rows ``rows`` (sorted genome indices) of per-genome result chunks, optionally one layer
+    (axis 1), without joining all the chunks first."""
+    out, start = [], 0
+    for c in chunks:
+        lo, hi = np.searchsorted(rows, [start, start + len(c)])
+        if hi > lo:
+            part = c[rows[lo:hi] - start]
+            out.append(part if layer is None else part[:, layer])
+        start += len(c)
+    return np.concatenate(out) if out else np.zeros((0,))
+
+
+def output_histogram_table(
+    acc: GeometryAccumulator, keep: np.ndarray, bins: int | None = None
+) -> pd.DataFrame:
+    """Histogram of the token-summed layer output per hidden state (0 = embeddings), pooled over
+    the ``keep`` genomes and the model dimensions (science.md §6; the research code's figure).
+
+    The token sum ``Σ_pos y_pos`` over the real tokens is the kept mean-pooled vector times the
+    genome's number of real tokens; ``bins`` equal-width bins span each layer's range
+    (``AccumulatorOptions.histogram_bins`` by default). Columns: layer, bin, lo, hi, count,
+    density (count / (total x width), integrating to 1).
+    """
+    if "mean" not in acc.per_genome or "n_real" not in acc.per_genome:
+        return pd.DataFrame()
+    rows = np.flatnonzero(keep)
+    if len(rows) == 0:
+        return pd.DataFrame()
+    bins = bins or acc.options.histogram_bins
+    n_real = _gather(acc.per_genome["n_real"], rows, 0).reshape(-1)  # (genome,)
+    n_layers = acc.per_genome["mean"][0].shape[1]
+    frames = []
+    for layer in range(n_layers + 1):
+        mean = (
+            _gather(acc.per_genome["mean_0"], rows, 0)
+            if layer == 0
+            else _gather(acc.per_genome["mean"], rows, layer - 1)
+        )
+        total = (mean.astype(np.float64) * n_real[:, None]).reshape(-1)
+        lo, hi = float(total.min()), float(total.max())
+        if hi <= lo:
+            lo, hi = lo - 0.5, hi + 0.5
+        counts, edges = np.histogram(total, bins=bins, range=(lo, hi))
+        width = edges[1] - edges[0]
+        frames.append(pd.DataFrame({
+            "layer": layer, "bin": np.arange(bins), "lo": edges[:-1], "hi": edges[1:],
+            "count": counts, "density": counts / (counts.sum() * width),
+        }))  # fmt: skip
+    return pd.concat(frames, ignore_index=True)
+
+
+def head_overlap_table(acc: GeometryAccumulator) -> pd.DataFrame:
+    """Overlap of the heads' query subspaces and of their key subspaces within each layer
+    (science.md §5; ``direction.subspace_overlap``: mean cos² of the principal angles, 1 = the
+    same subspace of the residual stream), for every ordered pair of heads."""
+    frames = []
+    for layer, module in enumerate(acc.layers):
+        sa = module.attention.self
+        h = sa.num_attention_heads
+        wq, wk = sa.query.weight.detach().double().cpu(), sa.key.weight.detach().double().cpu()
+        oq, ok = subspace_overlap(wq, h).numpy(), subspace_overlap(wk, h).numpy()
+        i, j = np.meshgrid(np.arange(h), np.arange(h), indexing="ij")
+        frames.append(pd.DataFrame({
+            "layer": layer, "head": i.ravel(), "other": j.ravel(),
+            "query_overlap": oq.ravel(), "key_overlap": ok.ravel(),
+        }))  # fmt: skip
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
 def row_entropy_table(
@@ -216,19 +346,14 @@ def row_entropy_table(
 def domains_table(
     acc: GeometryAccumulator, names: Sequence[str], all_genomes: bool, alpha: float = 0.05
 ) -> pd.DataFrame:
-    """Attention share vs token share per (layer, head, class, domain), z-tests, Bonferroni."""
+    """Attention share vs token share per (layer, head, class, domain): the paper's
+    proportions z-test and the genome-level t-test, both at the Bonferroni level."""
     stats = [s for s in acc.domain_stats if s is not None]
     if not stats:
         return pd.DataFrame()
     groups = bucket_index(acc, all_genomes)
     merged = [
-        type(s)(
-            s.names,
-            _merge(s.attention, groups),
-            _merge(s.content_attention, groups),
-            _merge(s.tokens, groups),
-            _merge(s.n_tokens, groups),
-        )
+        type(s)(s.names, *(_merge(getattr(s, f.name), groups) for f in fields(s)[1:]))
         for s in stats
     ]
     e = domain_enrichment(merged, alpha=alpha)
@@ -240,6 +365,9 @@ def domains_table(
         "token_share": e.token_share.cpu().numpy()[idx[:, 1], idx[:, 3]],
         "z": e.z.cpu().numpy().reshape(-1), "p_value": e.p_value.cpu().numpy().reshape(-1),
         "significant": e.significant.cpu().numpy().reshape(-1),
+        "excess": e.excess.cpu().numpy().reshape(-1), "t": e.t.cpu().numpy().reshape(-1),
+        "p_genome": e.p_genome.cpu().numpy().reshape(-1),
+        "significant_genome": e.significant_genome.cpu().numpy().reshape(-1),
     })  # fmt: skip
 
 
@@ -263,13 +391,15 @@ def embedding_tables(
     if len(sel) > max_genomes:
         sel = np.sort(rng.choice(sel, max_genomes, replace=False))
     y = labels[sel]
+    # cross-validated measures (k-NN, probe, ARI, one-vs-all) over the classes with >= 2 genomes
     counts = np.bincount(y, minlength=len(names))
-    cv_ok = len(np.unique(y)) >= 2 and counts[counts > 0].min() >= 2
+    cv = counts[y] >= 2
+    cv_ok = len(np.unique(y[cv])) >= 2
     for kind in ("cls", "mean"):
         x, live = _embedding_vectors(acc, kind, sel)
         if len(sel) < 3 or len(live) == 0:  # too few genomes for a distribution
             continue
-        values, pca = _embedding_metrics(x[:, live], y, cv_ok, seed)
+        values, pca = _embedding_metrics(x[:, live], y, cv if cv_ok else None, seed)
         for metric, v in values.items():
             full = np.full(x.shape[1], np.nan)
             full[live] = v
@@ -283,7 +413,7 @@ def embedding_tables(
                 "kind": kind, "pc1": pca.coordinates[j, :, 0], "pc2": pca.coordinates[j, :, 1],
             }))  # fmt: skip
         if cv_ok:
-            ova = emb.one_vs_all_accuracy(x[:, live], y, seed=seed)
+            ova = emb.one_vs_all_accuracy(x[cv][:, live], y[cv], seed=seed)
             ova_rows += [
                 {"layer": int(layer), "kind": kind, "class": names[c],
                  "accuracy": ova.accuracy[j, i], "balanced_accuracy": ova.balanced_accuracy[j, i]}
@@ -359,8 +489,10 @@ def nonlinear_map_table(
 
 
 def _embedding_metrics(
-    x: np.ndarray, y: np.ndarray, cv_ok: bool, seed: int
+    x: np.ndarray, y: np.ndarray, cv: np.ndarray | None, seed: int
 ) -> tuple[dict[str, np.ndarray], Any]:
+    """Per-layer metrics of ``x``; the cross-validated ones over the ``cv`` genomes (None:
+    not computed)."""
     from bertgeom.geometry import embeddings as emb
 
     pca = emb.pca_summary(x, seed=seed)
@@ -369,10 +501,14 @@ def _embedding_metrics(
         "anisotropy": emb.anisotropy(x, seed=seed),
         "pca1_variance": pca.explained_variance_ratio[:, 0],
     }
-    if cv_ok:
-        values["knn"] = emb.knn_accuracy(x, y, seed=seed)
-        values["probe"] = emb.probe_accuracy(x, y, seed=seed, folds=3)
-        values["ari"] = emb.kmeans_ari(x, y, seed=seed)
+    normal = emb.normality_pvalues(x, n_components=2, seed=seed)  # None below 20 genomes
+    if normal is not None:
+        for j in range(normal.shape[1]):
+            values[f"normality_p_pc{j + 1}"] = normal[:, j]
+    if cv is not None:
+        values["knn"] = emb.knn_accuracy(x[cv], y[cv], seed=seed)
+        values["probe"] = emb.probe_accuracy(x[cv], y[cv], seed=seed, folds=3)
+        values["ari"] = emb.kmeans_ari(x[cv], y[cv], seed=seed)
     return values, pca
 
 
@@ -387,6 +523,37 @@ def class_mean_maps(acc: GeometryAccumulator, all_genomes: bool) -> np.ndarray |
     return (total / n.clamp(min=1)[None, None, :, :, None]).numpy()
 
 
+def rollout_table(
+    acc: GeometryAccumulator, names: Sequence[str], all_genomes: bool, residual: float = 0.5
+) -> pd.DataFrame:
+    """Where [CLS] finally reads from, by spike domain: the attention rollout (Abnar & Zuidema
+    2020; ``domains.attention_rollout``, identity weight ``residual``) of each class's mean maps
+    over all layers, its [CLS] row mapped to domains (``domains.cls_domain_readout``), beside
+    each domain's share of the content tokens. Columns: class, domain, rollout_share,
+    token_share, special (the [CLS] row's weight on [CLS] and [SEP] themselves)."""
+    mean = class_mean_maps(acc, all_genomes)
+    if mean is None or acc.domains is None:
+        return pd.DataFrame()
+    groups = bucket_index(acc, all_genomes)
+    real = torch.stack([acc.map_count[g].sum(0) for g in groups]) > 0  # (class, q)
+    rows = []
+    for c, name in enumerate(names):
+        if not bool(real[c].any()):
+            continue
+        mask = real[c : c + 1]
+        r = attention_rollout(torch.from_numpy(mean[:, :, c]).double()[None], mask, residual)
+        out = cls_domain_readout(r, mask, acc.domains)
+        content = content_mask(mask, True)[..., None]
+        member = position_membership(mask, acc.domains).double() * content
+        tokens = (member.sum(1) / content.sum(1).clamp(min=1))[0]
+        rows += [
+            {"class": name, "domain": d, "rollout_share": float(out.share[0, i]),
+             "token_share": float(tokens[i]), "special": float(out.special[0])}
+            for i, d in enumerate(out.names)
+        ]  # fmt: skip
+    return pd.DataFrame(rows)
+
+
 def measure_tables(
     acc: GeometryAccumulator,
     ids: Sequence[str],
@@ -395,11 +562,15 @@ def measure_tables(
     names: Sequence[str],
     all_genomes: bool,
     seed: int,
+    thresholds: GateThresholds | None = None,
 ) -> dict[str, pd.DataFrame]:
     """The tables of the families ``acc`` computed, but the spike domains: ``cone`` (per
     genome), ``cone_summary``, ``cls_cone``, ``embeddings``, ``embedding_maps``, ``one_vs_all``,
-    ``gates``, ``row_entropy``, ``direction``, ``spectra`` and ``flow``; class statistics over
-    the ``keep`` genomes (gate sums over all genomes with ``all_genomes``)."""
+    ``separability``, ``output_histogram``, ``gates`` (labels by ``thresholds``),
+    ``row_entropy``, ``direction``, ``head_overlap``, ``spectra`` and ``flow``. Class
+    statistics are over the ``keep`` genomes; the bucketed sums (gates, separability) and the
+    spectra subset use the same rule: correctly classified genomes, or all with
+    ``all_genomes`` (``keep`` is then all genomes)."""
     t: dict[str, pd.DataFrame] = {}
     if acc.wants("cone"):
         t["cone"], t["cone_summary"] = cone_table(acc, ids, np.asarray(names)[labels], keep)
@@ -408,39 +579,57 @@ def measure_tables(
         t["embeddings"], t["embedding_maps"], t["one_vs_all"] = embedding_tables(
             acc, ids, labels, keep, names, seed=seed
         )
+        t["separability"] = separability_table(acc, names, all_genomes)
+        t["output_histogram"] = output_histogram_table(acc, keep)
     if acc.wants("gates"):
-        t["gates"] = gates_table(acc, names, all_genomes)
+        t["gates"] = gates_table(acc, names, all_genomes, thresholds)
         t["row_entropy"] = row_entropy_table(acc, labels, keep, names)
     if acc.wants("direction"):
         t["direction"] = direction_table(acc, keep)
+        t["head_overlap"] = head_overlap_table(acc)
     if acc.wants("spectra"):
-        t["spectra"] = spectra_table(acc, names)
-    if "cone_summary" in t:
-        t["flow"] = flow_table(t["cone_summary"], t.get("spectra", pd.DataFrame()))
+        t["spectra"] = spectra_table(acc, names, all_genomes)
+    t["flow"] = flow_table(
+        t.get("cone_summary", pd.DataFrame()),
+        t.get("spectra", pd.DataFrame()),
+        t.get("separability", pd.DataFrame()),
+    )
     return t
 
 
-def flow_table(cone_summary: pd.DataFrame, spectra: pd.DataFrame) -> pd.DataFrame:
-    """Change of the median cone index and of the effective rank between consecutive stream
-    points (X->C->O->U->F->Y for the cone, C->Y for the rank), per layer, averaged over classes."""
+def flow_table(
+    cone_summary: pd.DataFrame,
+    spectra: pd.DataFrame,
+    separability: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """Change of per-layer summaries between consecutive stream points X->C->O->U->F->Y: the
+    median cone index and the effective rank (averaged over classes) and Fisher's class
+    separability of the mean-pooled vectors; each metric whose table is there."""
     from bertgeom.geometry.flow import stream_deltas
 
+    def per_point(values: pd.Series, layers: list[int]) -> dict[str, np.ndarray]:
+        return {p: np.array([values.get((p, la), np.nan) for la in layers]) for p in CONE_POINTS}
+
+    summaries: dict[str, dict[str, np.ndarray]] = {}
+    if not cone_summary.empty:
+        whole = cone_summary[cone_summary["head"] == -1]
+        if not whole.empty:
+            layers = sorted(whole.layer.unique())
+            summaries["cone"] = per_point(whole.groupby(["point", "layer"]).q50.mean(), layers)
+    if not spectra.empty:
+        whole = spectra[spectra["head"] == -1]
+        if not whole.empty:
+            layers = sorted(whole.layer.unique())
+            er = whole.groupby(["point", "layer"]).effective_rank.mean()
+            summaries["effective_rank"] = per_point(er, layers)
+    if separability is not None and not separability.empty:
+        layers = sorted(separability.layer.unique())
+        summaries["separability"] = per_point(
+            separability.set_index(["point", "layer"]).fisher, layers
+        )
     records = []
-    whole = cone_summary[cone_summary["head"] == -1]
-    if not whole.empty:
-        med = whole.groupby(["point", "layer"]).q50.mean()
-        layers = sorted(whole.layer.unique())
-        summaries = {
-            "cone": {p: np.array([med.get((p, la), np.nan) for la in layers]) for p in CONE_POINTS}
-        }
-        if not spectra.empty:
-            er = spectra[spectra["head"] == -1].groupby(["point", "layer"]).effective_rank.mean()
-            summaries["effective_rank"] = {
-                p: np.array([er.get((p, la), np.nan) for la in layers]) for p in ("C", "Y")
-            }
-        for metric, per_point in summaries.items():
-            d = stream_deltas({metric: per_point}, points=tuple(per_point))
-            records += d.records()
+    for metric, values in summaries.items():
+        records += stream_deltas({metric: values}, points=CONE_POINTS).records()
     out = pd.DataFrame(records)
     if not out.empty:
         out["transition"] = out["source"] + "->" + out["target"]

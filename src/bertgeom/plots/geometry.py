@@ -14,7 +14,11 @@ show as grey cells or gaps in lines, never as numbers.
 from __future__ import annotations
 
 from bertgeom.plots.geometry_attention import attention_heatmap, domain_share_heatmap
-from bertgeom.plots.geometry_embeddings import embedding_maps, separability_curves
+from bertgeom.plots.geometry_embeddings import (
+    embedding_maps,
+    output_histograms,
+    separability_curves,
+)
 from bertgeom.plots.geometry_heads import (
     directionality_map,
     entropy_k_distributions,
@@ -33,6 +37,7 @@ __all__ = [
     "flow_figure",
     "gate_grid",
     "gate_scores_figure",
+    "output_histograms",
     "separability_curves",
     "spectra_curves",
 ]

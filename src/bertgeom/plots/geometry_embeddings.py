@@ -30,6 +30,8 @@ METRIC_LABELS: dict[str, str] = {
     "ari": "ARI (k-means vs class)",
     "anisotropy": "anisotropy (mean cosine)",
     "pca1_variance": "PC1 explained variance",
+    "normality_p_pc1": "normality p-value, PC1",
+    "normality_p_pc2": "normality p-value, PC2",
 }
 #: Map method -> (name in titles and axis labels, coordinate columns of its table).
 MAP_STYLE: dict[str, tuple[str, tuple[str, str]]] = {
@@ -202,4 +204,36 @@ def separability_curves(embeddings: pd.DataFrame, *, embeddings_at_0: bool = Fal
         handles, labels, loc="outside lower center", ncols=len(kinds), fontsize=8, frameon=False
     )
     fig.suptitle("embeddings over layers")
+    return fig
+
+
+def output_histograms(table: pd.DataFrame) -> Any:
+    """Distribution of the token-summed layer output, one curve per hidden state.
+
+    Parameters
+    ----------
+    table : the ``output_histogram`` table (layer, lo, hi, density); layer 0 = the embeddings
+
+    Returns
+    -------
+    matplotlib Figure: density against value, coloured from the first hidden state (dark) to
+    the last (light) on the sequential map
+    """
+    import matplotlib as mpl
+
+    t = require(table, ("layer", "lo", "hi", "density"), "output_histogram")
+    layers = sorted(int(x) for x in t["layer"].unique())
+    cmap = mpl.colormaps["viridis"]
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 3.8), layout="constrained")
+    for i, layer in enumerate(layers):
+        rows = t[t["layer"] == layer].sort_values("lo")
+        centre = (rows["lo"].to_numpy() + rows["hi"].to_numpy()) / 2
+        colour = cmap(i / max(len(layers) - 1, 1))
+        label = "embeddings" if layer == 0 else f"layer {layer - 1}"
+        ax.plot(centre, rows["density"].to_numpy(), color=colour, lw=1.2, label=label)
+    ax.set_xlabel("token-summed output value (per model dimension)")
+    ax.set_ylabel("density")
+    ax.set_title("Token-summed layer outputs")
+    ax.legend(fontsize="small", ncol=2 if len(layers) > 7 else 1, frameon=False)
     return fig
