@@ -214,6 +214,8 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
             "all_genomes": True if args.all_genomes else None,
             "seed": args.seed,
             "map_methods": args.map_methods,
+            "gate_thresholds": args.gate_thresholds,
+            "compat": True if args.compat else None,
         },
         source=args.config or "options",
     )
@@ -392,6 +394,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--map-methods",
         help="comma-separated 2-D embedding maps: pca, tsne, umap (needs umap-learn); "
         "'' = none (default pca,tsne,umap)",
+    )
+    pa.add_argument(
+        "--gate-thresholds",
+        help="gate label thresholds to override, e.g. open=0.85,cluster=0.5 (see docs/formats.md)",
+    )
+    pa.add_argument(
+        "--compat",
+        action="store_true",
+        help="also the research code's entropy variants on the spectra subset (slow)",
     )
     pa.add_argument("--batch-size", type=int, help="genomes per forward pass (64 GPU, 16 CPU)")
     pa.add_argument("--device", help=DEVICE_HELP)

@@ -14,9 +14,12 @@ import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from bertgeom.errors import ConfigError
+
+if TYPE_CHECKING:
+    from bertgeom.geometry.gates import GateThresholds
 
 T = TypeVar("T")
 #: 2-D embedding maps of ``analyze`` (``AnalyzeConfig.map_methods``).
@@ -249,6 +252,17 @@ class AnalyzeConfig:
         Leave [CLS] and [SEP] out of the token statistics.
     window, alpha
         Contextual-gate window (tokens) and the family-wise level of the domain z-tests.
+    coverage
+        Attention mass the metastable-state size k must reach (0.9, Ramsauer et al.).
+    gate_thresholds
+        Comma-separated ``gate=value`` overrides of the score a head needs for each gate label
+        (``bertgeom.geometry.gates.GateThresholds``: closed 0.5, open 0.9, backward 0.5,
+        forward 0.5, directional 0.5, instance 0.3, cluster 0.4), e.g. ``open=0.85,cluster=0.5``.
+    compat
+        Also compute the research code's entropy variants on the spectra subset (``compat``
+        columns: 20-bin histogram entropy of each matrix's values; for attention, the
+        eigenvalue "entropy" with p = |λ| / ||λ||₂). Off by default: a general eigenvalue
+        problem per head and genome.
     seed
         Seed of the sample and of the embedding analyses.
     map_methods
@@ -279,6 +293,9 @@ class AnalyzeConfig:
     drop_special: bool = False
     window: int = 3
     alpha: float = 0.05
+    coverage: float = 0.9
+    gate_thresholds: str = ""
+    compat: bool = False
     seed: int = 42
     map_methods: str = "pca,tsne,umap"
     map_genomes: int = 2000
@@ -300,6 +317,10 @@ class AnalyzeConfig:
         _check(not bad, "only", f"has unknown families {bad} (valid: {', '.join(FAMILIES)})")
         _check(0 < self.alpha < 1, "alpha", "must be in (0, 1)")
         _check(self.window >= 1, "window", "must be >= 1")
+        _check(self.keep_maps >= 0, "keep_maps", "must be >= 0")
+        _check(self.spectra_genomes >= 0, "spectra_genomes", "must be >= 0")
+        _check(0 < self.coverage <= 1, "coverage", "must be in (0, 1]")
+        self.thresholds  # noqa: B018 - raises ConfigError on a bad override
         bad = [m for m in self.maps if m not in MAP_METHODS]
         _check(not bad, "map_methods", f"has unknown maps {bad} (valid: {', '.join(MAP_METHODS)})")
         _check(self.map_genomes >= 5, "map_genomes", "must be >= 5")
@@ -314,6 +335,31 @@ class AnalyzeConfig:
         return tuple(m for m in MAP_METHODS if m in chosen) + tuple(
             sorted(chosen - set(MAP_METHODS))
         )
+
+    @property
+    def thresholds(self) -> GateThresholds:
+        """The gate thresholds, defaults overridden by ``gate_thresholds``."""
+        from bertgeom.geometry.gates import GATES, GateThresholds
+
+        values: dict[str, float] = {}
+        for item in (x.strip() for x in self.gate_thresholds.split(",")):
+            if not item:
+                continue
+            name, sep, value = item.partition("=")
+            name = name.strip()
+            _check(
+                bool(sep) and name in GATES,
+                "gate_thresholds",
+                f"has {item!r}: expected gate=value with gate one of {', '.join(GATES)}",
+            )
+            try:
+                values[name] = float(value)
+            except ValueError:
+                _check(False, "gate_thresholds", f"has {item!r}: {value.strip()!r} is not a number")
+        try:
+            return GateThresholds(**values)
+        except ConfigError as err:
+            raise ConfigError(f"config: gate_thresholds: {err}") from None
 
     @property
     def families(self) -> tuple[str, ...]:

@@ -45,17 +45,41 @@ class AnalyzeSummary:
     notes: tuple[str, ...] = ()
 
 
+def stratified_counts(sizes: np.ndarray, total: int) -> np.ndarray:
+    """Per-class sample sizes summing to ``min(total, sizes.sum())``, proportional to ``sizes``
+    by largest remainders, with every class represented when ``total`` allows it."""
+    sizes = np.asarray(sizes, dtype=np.int64)
+    if total >= sizes.sum():
+        return sizes.copy()
+    present = sizes > 0
+    base = np.zeros_like(sizes)
+    if total >= int(present.sum()):  # one each first: no class vanishes from a small sample
+        base[present] = 1
+    rest = total - int(base.sum())
+    room = sizes - base
+    want = rest * room / max(int(room.sum()), 1)
+    extra = np.minimum(np.floor(want).astype(np.int64), room)
+    left = rest - int(extra.sum())
+    order = np.lexsort((np.arange(len(sizes)), -(want - np.floor(want))))  # largest remainder
+    for c in order:
+        if left == 0:
+            break
+        if extra[c] < room[c]:
+            extra[c] += 1
+            left -= 1
+    return base + extra
+
+
 def select_genomes(df: pd.DataFrame, max_genomes: int, seed: int) -> pd.DataFrame:
     """A class-stratified seeded sample of at most ``max_genomes`` rows (all when 0), in a
     seeded shuffled order, so "the first N" never means one class."""
     rng = np.random.default_rng(seed)
     if max_genomes and len(df) > max_genomes:
-        share = max_genomes / len(df)
-        picks = [
-            g.sample(n=max(1, round(len(g) * share)), random_state=seed)
-            for _, g in df.groupby("label", sort=True)
-        ]
-        df = pd.concat(picks)
+        groups = [g for _, g in df.groupby("label", sort=True)]
+        counts = stratified_counts(np.array([len(g) for g in groups]), max_genomes)
+        df = pd.concat(
+            [g.sample(n=int(n), random_state=seed) for g, n in zip(groups, counts, strict=True)]
+        )
     return df.iloc[rng.permutation(len(df))].reset_index(drop=True)
 
 
@@ -80,18 +104,29 @@ def run(
     classes, to_class, notes = _classes(bundle.labels, df.label)
     if notes:  # predictions cannot be scored: statistics over all genomes
         config = replace(config, all_genomes=True)
+    notes = list(notes)
     y = encode_labels(df.label, classes)
     n_tokens = ids.shape[1] - 2
+    families = config.families
+    if bundle.vocab.spec.mode != "aligned" and "domains" in families:
+        # raw k-mers drift after indels: a token's residues are not known from its position
+        families = tuple(f for f in families if f != "domains")
+        notes.append(
+            "domains skipped: the model reads raw k-mers (tokens do not sit at fixed residues)"
+        )
     acc = GeometryAccumulator(
         bundle.model,
         len(classes),
-        token_domains(n_tokens, bundle.vocab.spec),
+        token_domains(n_tokens, bundle.vocab.spec) if "domains" in families else None,
         AccumulatorOptions(
-            families=config.families,
+            families=families,
             drop_special=config.drop_special,
             spectra_genomes=config.spectra_genomes,
-            gate_options=GateOptions(window=config.window),
+            gate_options=GateOptions(
+                window=config.window, coverage=config.coverage, drop_special=config.drop_special
+            ),
             svd_driver="gesvda" if dev.startswith("cuda") else None,
+            compat=config.compat,
         ),
     )
     keep_maps = _kept(y, config.keep_maps, len(classes))
@@ -321,7 +356,9 @@ def _write_outputs(
         "seq_id": ids, "class": classes, "predicted": g.predicted,
         "correct": g.correct, "included": included, "mutations": df.mutations.to_numpy(),
     })}  # fmt: skip
-    t |= tables.measure_tables(acc, ids, y, included, names, config.all_genomes, config.seed)
+    t |= tables.measure_tables(
+        acc, ids, y, included, names, config.all_genomes, config.seed, config.thresholds
+    )
     if "cone" in t:
         written += _write_table(out, "cone", t.pop("cone"), tsv=False)
     if "embedding_maps" in t and "pca" not in config.maps:
@@ -336,6 +373,8 @@ def _write_outputs(
         extra = {"notes": notes, "map_seconds": map_seconds}
     if acc.wants("domains"):
         t["domains"] = tables.domains_table(acc, names, config.all_genomes, config.alpha)
+        if acc.wants("maps"):
+            t["rollout"] = tables.rollout_table(acc, names, config.all_genomes)
     for name, table in t.items():
         written += _write_table(out, name, table)
     written += _write_maps(out, acc, ids, classes, keep_maps, names, config.all_genomes)
@@ -367,6 +406,10 @@ def _write_maps(
             for m in acc.kept_maps
         ]
         arrays["genome_maps"] = np.stack(pad)  # (genome, layer, head, q, k)
+        # real positions of each genome's maps ([CLS] + tokens + [SEP]); rows past it are 0
+        arrays["genome_lengths"] = np.array(
+            [int((m[0, 0].sum(-1) > 0).sum()) for m in acc.kept_maps], dtype=np.int32
+        )
         arrays["genome_ids"] = ids[keep_maps].astype(str)  # not object: no pickle to load
         arrays["genome_classes"] = classes[keep_maps]
     with atomic_path(out / "maps.npz") as tmp, open(tmp, "wb") as fh:
@@ -375,7 +418,11 @@ def _write_maps(
         out / "maps.json",
         {
             "class_mean": "(layer, head, class, q_pos, k_pos) float16",
-            "genome_maps": "(genome, layer, head, q_pos, k_pos) float16",
+            "genome_maps": "(genome, layer, head, q_pos, k_pos) float16; PAD rows and columns 0",
+            "genome_lengths": "(genome,) int32 real positions of each genome's maps",
+            "genome_ids": "(genome,) ids of the genomes in genome_maps",
+            "genome_classes": "(genome,) their true classes",
+            "classes": "(class,) the class dimension of class_mean",
         },
     )
     return ["maps.npz", "maps.json"]

@@ -48,13 +48,15 @@ def figures(
                 yield f"domains_{cls}", g.domain_share_heatmap(t["domains"], cls)
     if "embeddings" in t and not t["embeddings"].empty:
         yield "separability", g.separability_curves(t["embeddings"], embeddings_at_0=True)
+    if "output_histogram" in t and not t["output_histogram"].empty:
+        yield "output_histogram", g.output_histograms(t["output_histogram"])
     yield from _embedding_map_figures(t)
     if "direction" in t:
         yield "directionality", g.directionality_map(t["direction"])
     if "flow" in t and not t["flow"].empty:
         yield "flow", g.flow_figure(t["flow"])
     mean = tables.class_mean_maps(acc, config.all_genomes)
-    if mean is not None:
+    if mean is not None and bundle.vocab.spec.mode == "aligned":  # raw tokens: no fixed residues
         residues = token_residues(bundle.vocab.spec, mean.shape[-1] - 2)
         domains = protein_domains()
         last = mean.shape[0] - 1

@@ -38,6 +38,7 @@ OUTPUT_ONLY = frozenset(
         "perplexity",
         "n_neighbors",
         "checkpoint_minutes",
+        "gate_thresholds",
     }
 )
 
