@@ -43,7 +43,7 @@ SPIKE_COLUMNS = (
 #: only drawn, so they are not loaded).
 ANALYZE_TABLES = (
     "genomes", "cone_summary", "cls_cone", "gates", "row_entropy", "direction", "spectra",
-    "domains", "embeddings", "one_vs_all", "flow",
+    "domains", "embeddings", "one_vs_all", "flow", "separability", "rollout", "head_overlap",
 )  # fmt: skip
 #: Columns always read as text (identifiers, labels, mutation lists).
 TEXT_COLUMNS = frozenset(

@@ -168,10 +168,19 @@ def domain_finding(domains: pd.DataFrame | None, top: int = 3) -> str | None:
         f"{r['token_share']:.3f}, z = {r['z']:.1f})"
         for r in best.to_dict("records")
     ]
-    return (
+    text = (
         f"{len(enriched):,} of {tests:,} (layer, class, head, domain) tests show a significant "
         f"enrichment after Bonferroni correction; the strongest: " + "; ".join(items) + "."
     )
+    if "significant_genome" in domains.columns and "excess" in domains.columns:
+        by_genome = domains[
+            domains["significant_genome"].astype(bool) & (domains["excess"].astype(float) > 0)
+        ]
+        text += (
+            f" With the genome as the unit (one-sample t-test of each genome's attention share "
+            f"minus its token share), {len(by_genome):,} of them remain significant."
+        )
+    return text
 
 
 def direction_finding(direction: pd.DataFrame | None) -> str | None:

@@ -153,11 +153,29 @@ def direction_section(run: RunArtefacts) -> Section:
         per["most antisymmetric head"] = [
             f"{int(h)} ({v:.3f})" for h, v in zip(top["head"], top["index"], strict=True)
         ]
+        overlap = a.table("head_overlap")
+        if overlap is not None and {"head", "other", "query_overlap"} <= set(overlap.columns):
+            off = overlap[overlap["head"] != overlap["other"]]
+            mean = off.groupby("layer")[["query_overlap", "key_overlap"]].mean()
+            per = per.join(mean.rename(columns={
+                "query_overlap": "query overlap between heads",
+                "key_overlap": "key overlap between heads",
+            }))  # fmt: skip
         body += "<h3>Per layer (means over heads)</h3>" + table(
             per.rename(columns=cols).reset_index()
         )
+        body += para(
+            "Overlap between heads: mean cos² of the principal angles between two heads' query "
+            "(key) subspaces of the residual stream, averaged over pairs of distinct heads (1 = "
+            "the same subspace; about d_head / d_model for random subspaces)."
+        )
     return Section(
-        title, body, tables(source_table(a, "direction", "per (layer, head): directionality"))
+        title,
+        body,
+        tables(
+            source_table(a, "direction", "per (layer, head): directionality"),
+            source_table(a, "head_overlap", "per (layer, head, other head): subspace overlap"),
+        ),
     )
 
 
@@ -176,7 +194,9 @@ def domains_section(run: RunArtefacts) -> Section:
         body += para(
             findings.domain_finding(dom) or "",
             f"Significance: two-sided z-test at α = {alpha:g} / {n_tests} "
-            f"(layers × heads) = {alpha / max(n_tests, 1):.2e}.",
+            f"(layers × heads) = {alpha / max(n_tests, 1):.2e}. The z-test (the paper's) counts "
+            "every token of every genome as an observation; the genome-level t-test "
+            "(columns excess, t, p_genome, significant_genome) treats genomes as the units.",
         )
         sig = findings.significant_domains(dom)
     names = class_order([n[len("domains_") :] for n in a.figures if n.startswith("domains_")])
@@ -201,14 +221,29 @@ def domains_section(run: RunArtefacts) -> Section:
     )
     if sig is not None and not sig.empty:
         cols = ["layer", "head", "class", "domain", "attention_share", "token_share", "z",
-                "p_value"]  # fmt: skip
+                "p_value", "excess", "p_genome"]  # fmt: skip
         body += "<h3>Significant heads, strongest enrichment first</h3>"
         body += table(sig[[c for c in cols if c in sig.columns]], max_rows=30)
+    roll = a.table("rollout")
+    if roll is not None and {"class", "domain", "rollout_share"} <= set(roll.columns):
+        wide = roll.pivot_table(index="domain", columns="class", values="rollout_share", sort=False)
+        wide = wide[class_order(list(wide.columns))]
+        tokens = roll.drop_duplicates("domain").set_index("domain")["token_share"]
+        wide.insert(0, "token share", tokens.reindex(wide.index))
+        wide.columns.name = None
+        body += "<h3>Where [CLS] finally reads from (attention rollout of the class means)</h3>"
+        body += para(
+            "Abnar and Zuidema's rollout of each class's mean attention maps over all layers "
+            "(identity weight 0.5): the share of the [CLS] row's content weight on each domain, "
+            "beside the domain's share of tokens (domains nest: S1 holds NTD and RBD)."
+        )
+        body += table(wide.rename_axis("domain"), index=True)
     return Section(
         title,
         body,
         tables(
-            source_table(a, "domains", "per (layer, class, head, domain): shares, z, p"),
+            source_table(a, "domains", "per (layer, class, head, domain): shares, z, t, p"),
             frame_table("significant_domains", "significant tests, by z", sig),
+            source_table(a, "rollout", "per (class, domain): rollout share of [CLS]"),
         ),
     )

@@ -142,6 +142,14 @@ def embeddings_section(run: RunArtefacts) -> Section:
         "the [CLS] and the mean-pooled token vectors.",
         "separability",
     )
+    if "output_histogram" in a.figures:  # runs of older versions have none
+        body += fig(
+            a,
+            "output_histogram",
+            "Distribution of the token-summed output of each hidden state (0 = embeddings), "
+            "pooled over genomes and model dimensions.",
+            "token-summed outputs",
+        )
     body += _map_figures(a)
     if emb is not None:
         for kind, name in (("cls", "[CLS] vectors"), ("mean", "mean-pooled token vectors")):
@@ -232,8 +240,9 @@ def flow_section(run: RunArtefacts) -> Section:
     body += fig(
         a,
         "flow",
-        "Change (after − before) of the median cone index between consecutive stream points "
-        "X → C → O → U → F → Y, and of the effective rank from C to Y, per layer.",
+        "Change (after − before) between consecutive stream points X → C → O → U → F → Y, per "
+        "layer, of the median cone index, the effective rank (spectra subset) and Fisher's "
+        "class separability of the mean-pooled vectors.",
         "flow",
     )
     if flow is not None:
@@ -247,6 +256,22 @@ def flow_section(run: RunArtefacts) -> Section:
         signed = {c: (lambda v: "–" if pd.isna(v) else f"{v:+.3f}") for c in wide.columns}
         body += "<h3>Change (after − before) per transition and layer</h3>"
         body += table(wide, index=True, formats=signed)
+    sep = a.table("separability")
+    if sep is not None and {"layer", "point", "fisher"} <= set(sep.columns):
+        wide = sep.pivot_table(index="layer", columns="point", values="fisher", sort=False)
+        wide = wide[[p for p in ("X", "C", "O", "U", "F", "Y") if p in wide.columns]]
+        wide.columns.name = None
+        body += "<h3>Class separability per stream point (Fisher's criterion)</h3>"
+        body += para(
+            "Between-class over within-class scatter of the mean-pooled vectors, "
+            "Σ_c n_c ||μ_c − μ||² / Σ_c Σ_i ||x_i − μ_c||², at every stream point of every layer."
+        )
+        body += table(wide.rename_axis("layer"), index=True)
     return Section(
-        title, body, tables(source_table(a, "flow", "per (metric, layer, transition): change"))
+        title,
+        body,
+        tables(
+            source_table(a, "flow", "per (metric, layer, transition): change"),
+            source_table(a, "separability", "per (layer, point): Fisher's criterion"),
+        ),
     )
