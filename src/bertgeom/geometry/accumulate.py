@@ -74,7 +74,7 @@ class AccumulatorOptions:
 class _Batch:
     mask: Tensor
     labels: Tensor
-    spectra_rows: Tensor  # (batch,) bool, genomes of the spectra subset
+    spectra_rows: Tensor  # (batch,) bool, candidates for the spectra subset
     per_genome: dict[str, list[Tensor]]  # name -> per layer (batch, ...)
     stats: dict[str, list[Any]]  # gates / domains -> per layer, classes = batch genomes
     maps: list[Tensor]  # per layer (batch, head, q, k)
@@ -95,7 +95,9 @@ _STATE = (
     "per_genome",
     "spectra",
     "spectra_buckets",
-    "spectra_taken",
+    "spectra_correct",
+    "spectra_wrong",
+    "spectra_seen",
     "kept_maps",
     "pooled_sum",
     "pooled_sq",
@@ -196,7 +198,10 @@ class GeometryAccumulator:
         self.spectra: dict[str, list[np.ndarray]] = {}
         # bucket (class, or n_classes + class if misclassified) of each spectra genome
         self.spectra_buckets: list[np.ndarray] = []
-        self.spectra_taken = np.zeros(n_classes, dtype=np.int64)
+        # spectra genomes kept per class, correctly classified and misclassified
+        self.spectra_correct = np.zeros(n_classes, dtype=np.int64)
+        self.spectra_wrong = np.zeros(n_classes, dtype=np.int64)
+        self.spectra_seen = np.zeros(n_classes, dtype=np.int64)  # candidates considered
         self.kept_maps: list[np.ndarray] = []  # (layer, head, q, k) float16 per kept genome
         # per bucket, the sums of the mean-pooled vectors of every stream point (separability)
         self.pooled_sum: Tensor | None = None  # (layer, bucket, point, d_model) float64
@@ -235,29 +240,34 @@ class GeometryAccumulator:
 
     def abort_batch(self) -> bool:
         """Drop the batch in progress (an interrupted forward pass), so that ``state_dict`` is
-        that of the batches finished; False when the accumulators are being updated
-        (inside ``end_batch``) and their state is not whole."""
+        that of the batches finished; False when ``end_batch`` was interrupted or failed while
+        adding the batch (the sums may hold part of it: the state is not whole)."""
         if self._ending:
             return False
-        b, self._batch = self._batch, None
-        if b is not None:  # give back the spectra quota begin_batch took for it
-            taken = b.labels[b.spectra_rows.to(b.labels.device)].cpu().numpy()
-            np.subtract.at(self.spectra_taken, taken, 1)
+        self._batch = None
         return True
+
+    def _spectra_quota(self) -> int:
+        return -(-self.options.spectra_genomes // max(self.n_classes, 1))
+
+    #: A class stops offering spectra candidates after this many times its quota (a class the
+    #: model seldom gets right would otherwise cost SVDs for every one of its genomes).
+    SPECTRA_LOOK = 4
+
+    def _spectra_open(self) -> np.ndarray:
+        """(class,) bool: classes still looking for spectra genomes."""
+        quota = self._spectra_quota()
+        return (self.spectra_correct < quota) & (self.spectra_seen < self.SPECTRA_LOOK * quota)
 
     # ------------------------------------------------------------------ batch protocol
     def begin_batch(self, mask: Tensor, labels: Tensor, keep_maps: Tensor | None = None) -> None:
         """Start a batch: ``mask`` (batch, pos) bool, ``labels`` (batch,) true class ids,
         ``keep_maps`` (batch,) bool: genomes whose full attention maps are kept."""
-        quota = -(-self.options.spectra_genomes // max(self.n_classes, 1))
         keep = torch.zeros(len(labels), dtype=torch.bool) if keep_maps is None else keep_maps
         keep = keep.to(mask.device)
         take = np.zeros(len(labels), dtype=bool)
-        if self.wants("spectra"):
-            for i, c in enumerate(labels.tolist()):
-                if self.spectra_taken[c] < quota:
-                    self.spectra_taken[c] += 1
-                    take[i] = True
+        if self.wants("spectra"):  # candidates: every genome of a class whose subset is open
+            take = self._spectra_open()[labels.cpu().numpy()]
         self._batch = _Batch(
             mask=mask.bool(),
             labels=labels,
@@ -300,13 +310,11 @@ class GeometryAccumulator:
         """Finish a batch: ``buckets`` (batch,) = class, or n_classes + class if misclassified."""
         b = self._batch
         assert b is not None
-        self._ending = True
-        try:
-            with torch.autocast(b.mask.device.type, enabled=False):
-                self._end_batch(b, buckets)
-            self.n_done += len(buckets)
-        finally:
-            self._ending = False
+        self._ending = True  # stays True if adding the batch fails: see abort_batch
+        with torch.autocast(b.mask.device.type, enabled=False):
+            self._end_batch(b, buckets)
+        self.n_done += len(buckets)
+        self._ending = False
         self._batch = None
 
     def _end_batch(self, b: _Batch, buckets: Tensor) -> None:
@@ -331,18 +339,36 @@ class GeometryAccumulator:
             self._add_maps(b, dev_buckets)
         if b.pooled:
             self._add_pooled(b, dev_buckets)
-        for name, per_layer in b.spectra.items():
-            self.spectra.setdefault(name, []).append(torch.stack(per_layer, 1).cpu().numpy())
         if b.spectra:
-            taken = buckets.cpu()[b.spectra_rows].numpy()
-            self.spectra_buckets.append(taken)
-            # a misclassified genome gives its place back: the subset of correctly classified
-            # genomes (the default statistics) still reaches the quota
-            wrong = taken[taken >= self.n_classes] - self.n_classes
-            np.subtract.at(self.spectra_taken, wrong, 1)
+            cand = buckets.cpu()[b.spectra_rows].numpy()
+            chosen = self._choose_spectra(cand)
+            for name, per_layer in b.spectra.items():
+                values = torch.stack(per_layer, 1).cpu().numpy()  # (candidate, layer, ...)
+                self.spectra.setdefault(name, []).append(values[chosen])
+            self.spectra_buckets.append(cand[chosen])
         if b.kept_maps:
             maps = torch.stack(b.kept_maps, 1).numpy()  # (kept, layer, head, q, k)
             self.kept_maps.extend(maps[i] for i in range(len(maps)))
+
+    def _choose_spectra(self, candidates: np.ndarray) -> np.ndarray:
+        """Which candidates (their buckets, in stream order) join the spectra subset: per class,
+        among its first ``SPECTRA_LOOK x quota`` genomes in stream order, the first ``quota``
+        correctly classified ones and the misclassified ones met before those filled (at most
+        ``quota``); the same subset whatever the batch size."""
+        quota = self._spectra_quota()
+        chosen = np.zeros(len(candidates), dtype=bool)
+        for i, bucket in enumerate(candidates.tolist()):
+            c, wrong = bucket % self.n_classes, bucket >= self.n_classes
+            if not self._spectra_open()[c]:
+                continue
+            self.spectra_seen[c] += 1
+            if not wrong:
+                self.spectra_correct[c] += 1
+                chosen[i] = True
+            elif self.spectra_wrong[c] < quota:
+                self.spectra_wrong[c] += 1
+                chosen[i] = True
+        return chosen
 
     # ------------------------------------------------------------------ per family
     def _keep(self, b: _Batch, name: str, value: Tensor) -> None:
@@ -443,8 +469,9 @@ class GeometryAccumulator:
     def _queries_keys(self, layer: int, x: Tensor) -> tuple[Tensor, Tensor]:
         sa = self.layers[layer].attention.self
         shape = (*x.shape[:2], sa.num_attention_heads, sa.attention_head_size)
-        q = sa.query(x).view(shape).transpose(1, 2)
-        k = sa.key(x).view(shape).transpose(1, 2)
+        x = x.to(sa.query.weight.dtype)  # the model's own precision (fp16/bf16 models too)
+        q = sa.query(x).float().view(shape).transpose(1, 2)
+        k = sa.key(x).float().view(shape).transpose(1, 2)
         return q, k
 
     def _spectra(self, b: _Batch, t: LayerTensors) -> None:

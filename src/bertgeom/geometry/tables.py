@@ -243,7 +243,10 @@ def separability_table(
     mu = sums.sum(1) / n.sum()  # (layer, point, d)
     between = (n[None, :, None] * ((mu_c - mu[:, None]) ** 2).sum(-1)).sum(1)
     within = (sq - (sums**2).sum(-1) / n[None, :, None]).sum(1).clamp(min=0)
-    fisher = torch.where(within > 0, between / within.clamp(min=1e-300), torch.nan)
+    # Σ||x||² - ||Σx||²/n cancels to rounding noise (~1e-16 of Σ||x||²) without spread
+    spread = within > 1e-10 * sq.sum(1)
+    within = torch.where(spread, within, 0.0)
+    fisher = torch.where(spread, between / within.clamp(min=1e-300), torch.nan)
     return pd.DataFrame([
         {"layer": la, "point": pt, "fisher": float(fisher[la, i]),
          "between": float(between[la, i]), "within": float(within[la, i]),

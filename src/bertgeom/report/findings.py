@@ -173,8 +173,8 @@ def domain_finding(domains: pd.DataFrame | None, top: int = 3) -> str | None:
         f"enrichment after Bonferroni correction; the strongest: " + "; ".join(items) + "."
     )
     if "significant_genome" in domains.columns and "excess" in domains.columns:
-        by_genome = domains[
-            domains["significant_genome"].astype(bool) & (domains["excess"].astype(float) > 0)
+        by_genome = enriched[
+            enriched["significant_genome"].astype(bool) & (enriched["excess"].astype(float) > 0)
         ]
         text += (
             f" With the genome as the unit (one-sample t-test of each genome's attention share "
