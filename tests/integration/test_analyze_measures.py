@@ -338,7 +338,7 @@ def test_analyze_options_reach_the_gates(tiny_model, ci_prepared, tmp_path):
 
 def test_new_tables_of_a_full_run(tiny_model, ci_prepared, tmp_path):
     cfg = AnalyzeConfig(
-        split="all", all_genomes=True, max_genomes=8, spectra_genomes=4, batch_size=4,
+        split="all", all_genomes=True, max_genomes=16, spectra_genomes=4, batch_size=4,
         map_methods="", keep_maps=1,
     )  # fmt: skip
     analyze.run(tiny_model, ci_prepared, tmp_path, cfg, progress=False)
