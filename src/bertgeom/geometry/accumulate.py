@@ -9,7 +9,10 @@ that statistics over correctly classified genomes (the paper's choice) and over 
 come out of one pass. Everything is reduced on the model's device; only small per-genome values
 (cone indices, asymmetries, entropies: layers x heads floats), the [CLS] and mean-pooled vectors
 (layers x d_model) and the class-summed attention maps are kept. Spectra (SVDs) are computed for
-a class-stratified subset of ``spectra_genomes`` genomes. Within a batch, the cluster score's
+a class-stratified subset of about ``spectra_genomes`` genomes (``_choose_spectra``: per class the
+first correctly classified genomes in stream order, whatever the batch size). Every measure runs
+in float32 with autocast off, whatever precision the forward pass used. Within a batch, the
+cluster score's
 prefix-sum tables (two (batch, head, pos+1, pos+1) float32 arrays per layer) are held until the
 end of the forward pass, or until they reach ``cluster_hold_bytes`` (default: a quarter of the
 GPU's memory, 1 GiB on CPU), and then solved in one dynamic programme for all layers held.
