@@ -6,6 +6,7 @@ measure and never saves (the pipeline decides file names).
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from typing import Any
 
@@ -43,6 +44,7 @@ FLOW_METRICS: dict[str, str] = {
     "cone": "cone index (median over genomes)",
     "effective_rank": "effective rank",
     "stable_rank": "stable rank",
+    "separability": "class separability (Fisher's criterion)",
 }
 
 
@@ -242,7 +244,10 @@ def flow_figure(flow: pd.DataFrame) -> Any:
         ax.set_xlabel("layer")
         ax.set_title(FLOW_METRICS.get(metric, metric.replace("_", " ")), fontsize=10)
         fig.colorbar(image, ax=ax, label="Δ = after − before", shrink=0.9, aspect=10)
-    fig.suptitle("change between consecutive stream points (red: the step increases it)")
+    # wrapped to the figure's width (a few layers make a narrow figure)
+    width = max(24, int(fig.get_figwidth() * 9))
+    title = "change between consecutive stream points (red: the step increases it)"
+    fig.suptitle(textwrap.fill(title, width))
     return fig
 
 
