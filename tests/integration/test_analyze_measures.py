@@ -260,11 +260,11 @@ def test_output_histogram_is_that_of_the_token_sums():
         hidden = model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
     t = measure_tables(acc, [f"g{i}" for i in range(4)], np.zeros(4, int), np.ones(4, bool),
                        ("a",), True, 0)["output_histogram"]  # fmt: skip
-    m = mask[..., None].float()
+    m = mask[..., None].double()
     for layer, h in enumerate(hidden.hidden_states):
-        # as kept: the float32 mean over real tokens, times their number
-        mean = (h * m).sum(1) / m.sum(1)
-        sums = (mean.double() * m.sum(1).double()).reshape(-1).numpy()
+        # as kept: the mean over real tokens (float64, kept as float32), times their number
+        mean = ((h.double() * m).sum(1) / m.sum(1)).float()
+        sums = (mean.double() * m.sum(1)).reshape(-1).numpy()
         counts, _ = np.histogram(sums, bins=60, range=(sums.min(), sums.max()))
         rows = t[t.layer == layer]
         assert rows["count"].tolist() == counts.tolist()

@@ -257,10 +257,13 @@ class GeometryAccumulator:
     #: model seldom gets right would otherwise cost SVDs for every one of its genomes).
     SPECTRA_LOOK = 4
 
-    def _spectra_open(self) -> np.ndarray:
-        """(class,) bool: classes still looking for spectra genomes."""
+    def _spectra_open(self, c: Any = slice(None)) -> Any:
+        """Whether class ``c`` (default: each class, a (class,) bool array) still looks for
+        spectra genomes."""
         quota = self._spectra_quota()
-        return (self.spectra_correct < quota) & (self.spectra_seen < self.SPECTRA_LOOK * quota)
+        return (self.spectra_correct[c] < quota) & (
+            self.spectra_seen[c] < self.SPECTRA_LOOK * quota
+        )
 
     # ------------------------------------------------------------------ batch protocol
     def begin_batch(self, mask: Tensor, labels: Tensor, keep_maps: Tensor | None = None) -> None:
@@ -362,7 +365,7 @@ class GeometryAccumulator:
         chosen = np.zeros(len(candidates), dtype=bool)
         for i, bucket in enumerate(candidates.tolist()):
             c, wrong = bucket % self.n_classes, bucket >= self.n_classes
-            if not self._spectra_open()[c]:
+            if not self._spectra_open(c):
                 continue
             self.spectra_seen[c] += 1
             if not wrong:
@@ -486,10 +489,8 @@ class GeometryAccumulator:
             if t.A is not None
             else None,
             "Z": spectrum(t.Z[rows], mask, drop_special=ds, driver=drv),
-            "C": spectrum(t.C[rows].unsqueeze(1), mask, drop_special=ds, driver=drv),
-            "Y": spectrum(t.Y[rows].unsqueeze(1), mask, drop_special=ds, driver=drv),
         }
-        for point in ("X", "O", "U", "F"):
+        for point in CONE_POINTS:  # whole-layer points: one "head"
             parts[point] = spectrum(
                 getattr(t, point)[rows].unsqueeze(1), mask, drop_special=ds, driver=drv
             )
@@ -514,15 +515,17 @@ class GeometryAccumulator:
             b.spectra.setdefault(point, []).append(values)
 
     def _vectors(self, b: _Batch, layer: int, t: LayerTensors) -> None:
-        m = b.mask[..., None].to(t.Y.dtype)
+        m = b.mask[..., None].double()
+        pooled = torch.stack(
+            [(getattr(t, p).double() * m).sum(1) / m.sum(1) for p in CONE_POINTS], 1
+        )  # (batch, point, d_model): mean over the real tokens
+        b.pooled.append(pooled)
         if layer == 0:
             self._keep(b, "cls_0", t.X[:, 0])
-            self._keep(b, "mean_0", (t.X * m).sum(1) / m.sum(1))
-            self._keep(b, "n_real", m.sum(1))  # (batch, 1): mean x n_real = token sum
+            self._keep(b, "mean_0", pooled[:, CONE_POINTS.index("X")].float())
+            self._keep(b, "n_real", m.sum(1).float())  # (batch, 1): mean x n_real = token sum
         self._keep(b, "cls", t.Y[:, 0])
-        self._keep(b, "mean", (t.Y * m).sum(1) / m.sum(1))
-        pooled = [(getattr(t, p).double() * m).sum(1) / m.sum(1) for p in CONE_POINTS]
-        b.pooled.append(torch.stack(pooled, 1))  # (batch, point, d_model)
+        self._keep(b, "mean", pooled[:, CONE_POINTS.index("Y")].float())
 
     def _add_pooled(self, b: _Batch, buckets: Tensor) -> None:
         """Add the batch's mean-pooled stream-point vectors to the per-bucket sums."""
@@ -556,10 +559,10 @@ class GeometryAccumulator:
             self.map_sum = torch.nn.functional.pad(self.map_sum, (0, grow, 0, grow))
         q = self.map_sum.shape[-1]
         maps, b.maps = b.maps, []
-        for layer, m in enumerate(maps):  # one layer at a time: one copy of a layer's maps
+        for layer in range(len(maps)):  # one layer at a time, each freed once added
+            m = maps.pop(0)
             a = torch.nn.functional.pad(m * real, (0, q - p, 0, q - p)).transpose(0, 1)
             self.map_sum[layer].index_add_(1, buckets, a)  # (head, bucket, q, k) += (h, b, q, k)
-            maps[layer] = None  # type: ignore[call-overload]
         if self.map_count.shape[1] < q:
             self.map_count = torch.nn.functional.pad(
                 self.map_count, (0, q - self.map_count.shape[1])
