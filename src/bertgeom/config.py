@@ -14,16 +14,11 @@ import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from bertgeom.errors import ConfigError
 
-if TYPE_CHECKING:
-    from bertgeom.geometry.gates import GateThresholds
-
 T = TypeVar("T")
-#: 2-D embedding maps of ``analyze`` (``AnalyzeConfig.map_methods``).
-MAP_METHODS = ("pca", "tsne", "umap")
 
 
 @dataclass(frozen=True)
@@ -228,6 +223,10 @@ class TrainConfig:
 class AnalyzeConfig:
     """``bertgeom analyze``: which genomes, which measures, how.
 
+    The options of each measure live in its own ``Options`` dataclass
+    (``bertgeom.geometry.measures``), given here as ``measures`` (TOML: an ``[analyze.<measure>]``
+    table; command line: ``--<measure>-<option>``) and saved resolved in the manifest.
+
     Attributes
     ----------
     split
@@ -238,48 +237,22 @@ class AnalyzeConfig:
     all_genomes
         Statistics over all genomes; by default only correctly classified ones (the paper).
     only
-        Comma-separated measure families (cone, gates, domains, direction, spectra, embeddings,
-        maps); empty = all.
+        Comma-separated measures (``bertgeom analyze --help`` lists them); empty = every
+        default measure.
     batch_size, device
-        Genomes per forward pass (0 = 64 on CUDA, where each batch's measures cost a fixed
-        number of kernel launches, 16 elsewhere); ``auto`` = CUDA when present (bf16 autocast
-        there).
-    keep_maps
-        Genomes per class whose full attention maps (every layer and head) are saved.
-    spectra_genomes
-        Class-stratified genomes whose per-head spectra (SVDs) are computed.
+        Genomes per forward pass (0 = 64 on CUDA, 16 elsewhere); ``auto`` = CUDA when present
+        (bf16 autocast there).
     drop_special
-        Leave [CLS] and [SEP] out of the token statistics.
-    window, alpha
-        Contextual-gate window (tokens) and the family-wise level of the domain z-tests.
-    coverage
-        Attention mass the metastable-state size k must reach (0.9, Ramsauer et al.).
-    gate_thresholds
-        Comma-separated ``gate=value`` overrides of the score a head needs for each gate label
-        (``bertgeom.geometry.gates.GateThresholds``: closed 0.5, open 0.9, backward 0.5,
-        forward 0.5, directional 0.5, instance 0.3, cluster 0.4), e.g. ``open=0.85,cluster=0.5``.
-    compat
-        Also compute the research code's entropy variants on the spectra subset (``compat``
-        columns: 20-bin histogram entropy of each matrix's values; for attention, the
-        eigenvalue "entropy" with p = |λ| / ||λ||₂). Off by default: a general eigenvalue
-        problem per head and genome.
+        Leave [CLS] and [SEP] out of every token statistic (token rows, attention rows and keys,
+        mean-pooled vectors).
     seed
-        Seed of the sample and of the embedding analyses.
-    map_methods
-        Comma-separated 2-D maps of the per-genome [CLS] and mean-pooled vectors per hidden
-        state: ``pca``, ``tsne`` (scikit-learn), ``umap`` (only when the optional umap-learn is
-        installed, ``pip install 'bertgeom[maps]'``; otherwise skipped with a note); empty =
-        none.
-    map_genomes
-        The t-SNE / UMAP maps use a seeded subsample of at most this many genomes (their cost
-        grows as genome log genome per hidden state, kind and method).
-    perplexity, n_neighbors
-        t-SNE perplexity (clipped to (genomes - 1) / 3 for small samples) and UMAP
-        neighbourhood size (clipped to genomes - 1).
+        Seed of the sample and of the post-stream analyses (probes, maps).
     checkpoint_minutes
         Minutes of streaming between checkpoints (``OUT/analyze_checkpoint.pt``; 0 = after
         every batch); an interrupted run given the same inputs and options resumes from the
-        last one (see ``bertgeom.pipeline.analyze_resume``).
+        last one.
+    measures
+        Per measure, the options that differ from its defaults (``{"gates": {"window": 2}}``).
     """
 
     split: str = "test"
@@ -288,24 +261,15 @@ class AnalyzeConfig:
     only: str = ""
     batch_size: int = 0
     device: str = "auto"
-    keep_maps: int = 1
-    spectra_genomes: int = 64
     drop_special: bool = False
-    window: int = 3
-    alpha: float = 0.05
-    coverage: float = 0.9
-    gate_thresholds: str = ""
-    compat: bool = False
     seed: int = 42
-    map_methods: str = "pca,tsne,umap"
-    map_genomes: int = 2000
-    perplexity: float = 30.0
-    n_neighbors: int = 15
     checkpoint_minutes: float = 5.0
+    measures: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+
+    #: keys of a TOML ``[analyze]`` table that are sub-tables of measure options
+    NESTED: typing.ClassVar[str] = "measures"
 
     def __post_init__(self) -> None:
-        from bertgeom.geometry.accumulate import FAMILIES
-
         _check(
             self.split in ("train", "val", "test", "all"),
             "split",
@@ -313,61 +277,40 @@ class AnalyzeConfig:
         )
         _check(self.max_genomes >= 0, "max_genomes", "must be >= 0")
         _check(self.batch_size >= 0, "batch_size", "must be >= 0 (0 = by device)")
-        bad = [f for f in self.families if f not in FAMILIES]
-        _check(not bad, "only", f"has unknown families {bad} (valid: {', '.join(FAMILIES)})")
-        _check(0 < self.alpha < 1, "alpha", "must be in (0, 1)")
-        _check(self.window >= 1, "window", "must be >= 1")
-        _check(self.keep_maps >= 0, "keep_maps", "must be >= 0")
-        _check(self.spectra_genomes >= 0, "spectra_genomes", "must be >= 0")
-        _check(0 < self.coverage <= 1, "coverage", "must be in (0, 1]")
-        self.thresholds  # noqa: B018 - raises ConfigError on a bad override
-        bad = [m for m in self.maps if m not in MAP_METHODS]
-        _check(not bad, "map_methods", f"has unknown maps {bad} (valid: {', '.join(MAP_METHODS)})")
-        _check(self.map_genomes >= 5, "map_genomes", "must be >= 5")
-        _check(self.perplexity > 0, "perplexity", "must be > 0")
-        _check(self.n_neighbors >= 2, "n_neighbors", "must be >= 2")
         _check(self.checkpoint_minutes >= 0, "checkpoint_minutes", "must be >= 0")
+        self.selected()  # an unknown measure name is a ConfigError
+        self.options()  # so are bad measure options
 
-    @property
-    def maps(self) -> tuple[str, ...]:
-        """The 2-D embedding maps to compute, in ``MAP_METHODS`` order."""
-        chosen = {m.strip() for m in self.map_methods.split(",") if m.strip()}
-        return tuple(m for m in MAP_METHODS if m in chosen) + tuple(
-            sorted(chosen - set(MAP_METHODS))
-        )
+    def selected(self) -> tuple[str, ...]:
+        """The names of the measures to compute, in registry order."""
+        from bertgeom.geometry.measures import select
 
-    @property
-    def thresholds(self) -> GateThresholds:
-        """The gate thresholds, defaults overridden by ``gate_thresholds``."""
-        from bertgeom.geometry.gates import GATES, GateThresholds
+        return tuple(m.name for m in select(self.only))
 
-        values: dict[str, float] = {}
-        for item in (x.strip() for x in self.gate_thresholds.split(",")):
-            if not item:
-                continue
-            name, sep, value = item.partition("=")
-            name = name.strip()
-            _check(
-                bool(sep) and name in GATES,
-                "gate_thresholds",
-                f"has {item!r}: expected gate=value with gate one of {', '.join(GATES)}",
-            )
-            try:
-                values[name] = float(value)
-            except ValueError:
-                _check(False, "gate_thresholds", f"has {item!r}: {value.strip()!r} is not a number")
-        try:
-            return GateThresholds(**values)
-        except ConfigError as err:
-            raise ConfigError(f"config: gate_thresholds: {err}") from None
+    def options(self) -> dict[str, Any]:
+        """Every registered measure's resolved ``Options`` (defaults <- ``measures``)."""
+        from bertgeom.geometry.measures import registry
+        from bertgeom.geometry.measures.base import options_from
 
-    @property
-    def families(self) -> tuple[str, ...]:
-        """The measure families to compute."""
-        from bertgeom.geometry.accumulate import FAMILIES
+        reg = registry()
+        unknown = sorted(set(self.measures) - set(reg))
+        valid = ", ".join(reg)
+        _check(not unknown, "measures", f"name unknown measures {unknown} (valid: {valid})")
+        return {
+            name: options_from(m.Options, self.measures.get(name), f"config: [analyze.{name}]")
+            for name, m in reg.items()
+        }
 
-        chosen = tuple(f.strip() for f in self.only.split(",") if f.strip())
-        return chosen or FAMILIES
+    def resolved(self) -> dict[str, Any]:
+        """The config as saved in the manifest: the selected measures' options in full."""
+        from bertgeom.geometry.measures.base import options_dict
+
+        out = {
+            f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "measures"
+        }
+        opts = self.options()
+        out["measures"] = {name: options_dict(opts[name]) for name in self.selected()}
+        return out
 
 
 def _check(ok: bool, key: str, why: str) -> None:
@@ -396,14 +339,25 @@ def resolve(
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     hints = typing.get_type_hints(cls)
     values: dict[str, Any] = {}
+    nested = getattr(cls, "NESTED", None)
     for key, value in (table or {}).items():
+        if nested and isinstance(value, dict):  # [stage.<name>] sub-tables
+            values.setdefault(nested, {})[key] = dict(value)
+            continue
+        if key == nested:
+            raise ConfigError(f"{source}: give measure options as [analyze.<measure>] tables")
         if key not in fields:
             valid = ", ".join(sorted(fields))
             raise ConfigError(f"{source}: unknown key '{key}' (valid keys: {valid})")
         values[key] = _coerce(key, value, hints[key], source)
     for key, value in (overrides or {}).items():
-        if value is not None:
-            values[key] = _coerce(key, value, hints[key], source)
+        if value is None:
+            continue
+        if key == nested:  # {measure: {option: value}} from the command line
+            for name, opts in value.items():
+                values.setdefault(nested, {}).setdefault(name, {}).update(opts)
+            continue
+        values[key] = _coerce(key, value, hints[key], source)
     return cls(**values)
 
 

@@ -29,6 +29,9 @@ from dataclasses import dataclass
 from typing import Any
 
 STREAM_POINTS = ("X", "Z", "C", "O", "U", "F", "Y")
+#: Everything a capture can hook: the stream points, the attention probabilities and QK (the
+#: query and key projections the forward pass computed).
+CAPTURABLE = frozenset({*STREAM_POINTS, "A", "QK"})
 
 
 @dataclass(frozen=True)
@@ -36,13 +39,18 @@ class LayerTensors:
     """The stream points of one layer for one batch (see the module docstring)."""
 
     X: Any  # (batch, pos, d_model)
-    A: Any | None  # (batch, head, q_pos, k_pos); None with a non-eager attention
-    Z: Any  # (batch, head, pos, d_head)
-    C: Any  # (batch, pos, d_model)
-    O: Any  # (batch, pos, d_model)  # noqa: E741 - the paper's name
-    U: Any  # (batch, pos, d_model)
-    F: Any  # (batch, pos, d_model)
-    Y: Any  # (batch, pos, d_model)
+    A: Any | None = None  # (batch, head, q_pos, k_pos); None with a non-eager attention
+    Z: Any = None  # (batch, head, pos, d_head)
+    C: Any = None  # (batch, pos, d_model)
+    O: Any = None  # (batch, pos, d_model)  # noqa: E741 - the paper's name
+    U: Any = None  # (batch, pos, d_model)
+    F: Any = None  # (batch, pos, d_model)
+    Y: Any = None  # (batch, pos, d_model)
+    Q: Any = None  # (batch, head, pos, d_head) query projections, with ``points`` holding QK
+    K: Any = None  # (batch, head, pos, d_head) key projections
+
+
+_FIELDS = ("X", "A", "Z", "C", "O", "U", "F", "Y", "Q", "K")
 
 
 def encoder_layers(model: Any) -> list[Any]:
@@ -78,25 +86,45 @@ class Capture:
         An HF BERT-family model in eval mode.
     on_layer
         Called with (layer index, :class:`LayerTensors`) after each layer's forward.
+    points
+        What to hook (a subset of :data:`CAPTURABLE`; None = every stream point and A, not QK).
+        X and Y are always there (the layer's input and output cost nothing to keep); the
+        other fields of :class:`LayerTensors` stay None unless asked for.
     """
 
-    def __init__(self, model: Any, on_layer: Callable[[int, LayerTensors], None]) -> None:
+    def __init__(
+        self,
+        model: Any,
+        on_layer: Callable[[int, LayerTensors], None],
+        points: frozenset[str] | None = None,
+    ) -> None:
         self.model = model
         self.on_layer = on_layer
+        self.points = CAPTURABLE - {"QK"} if points is None else frozenset(points)
+        unknown = self.points - CAPTURABLE
+        if unknown:
+            raise ValueError(f"cannot capture {sorted(unknown)} (valid: {sorted(CAPTURABLE)})")
         self._handles: list[Any] = []
         self._store: dict[int, dict[str, Any]] = {}
 
     def __enter__(self) -> Capture:
+        want = self.points
         for i, layer in enumerate(encoder_layers(self.model)):
             att = layer.attention
-            self._handles += [
-                layer.register_forward_pre_hook(self._pre(i, "X"), with_kwargs=True),
-                att.self.register_forward_hook(self._self_attention(i, att.self)),
-                att.output.dense.register_forward_hook(self._out(i, "O")),
-                att.output.register_forward_hook(self._out(i, "U")),
-                layer.output.dense.register_forward_hook(self._out(i, "F")),
-                layer.register_forward_hook(self._layer_done(i)),
-            ]
+            hooks = [layer.register_forward_pre_hook(self._pre(i, "X"), with_kwargs=True)]
+            if want & {"A", "Z", "C"}:
+                hooks.append(att.self.register_forward_hook(self._self_attention(i, att.self)))
+            if "QK" in want:
+                hooks.append(att.self.query.register_forward_hook(self._heads(i, "Q", att.self)))
+                hooks.append(att.self.key.register_forward_hook(self._heads(i, "K", att.self)))
+            if "O" in want:
+                hooks.append(att.output.dense.register_forward_hook(self._out(i, "O")))
+            if "U" in want:
+                hooks.append(att.output.register_forward_hook(self._out(i, "U")))
+            if "F" in want:
+                hooks.append(layer.output.dense.register_forward_hook(self._out(i, "F")))
+            hooks.append(layer.register_forward_hook(self._layer_done(i)))
+            self._handles += hooks
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -118,6 +146,15 @@ class Capture:
 
         return hook
 
+    def _heads(self, i: int, name: str, module: Any) -> Callable[..., None]:
+        n_heads, d_head = module.num_attention_heads, module.attention_head_size
+
+        def hook(mod: Any, args: tuple, output: Any) -> None:
+            b, pos, _ = output.shape
+            self._store[i][name] = output.view(b, pos, n_heads, d_head).transpose(1, 2)
+
+        return hook
+
     def _self_attention(self, i: int, module: Any) -> Callable[..., None]:
         n_heads = module.num_attention_heads
         d_head = module.attention_head_size
@@ -135,11 +172,6 @@ class Capture:
         def hook(module: Any, args: tuple, output: Any) -> None:
             s = self._store.pop(i)
             y = output[0] if isinstance(output, tuple) else output
-            self.on_layer(
-                i,
-                LayerTensors(
-                    X=s["X"], A=s.get("A"), Z=s["Z"], C=s["C"], O=s["O"], U=s["U"], F=s["F"], Y=y
-                ),
-            )
+            self.on_layer(i, LayerTensors(**{k: s.get(k) for k in _FIELDS if k != "Y"}, Y=y))
 
         return hook

@@ -1,10 +1,19 @@
 """``bertgeom analyze``: the geometry of a trained encoder, streamed over a split of genomes.
 
 Reads a model directory (ours, or any HF BERT-family sequence classifier with our tokenizer
-files) and a prepared dataset; runs the model once per batch with hooks (eager attention, bf16
-autocast on GPU) and feeds every stream point to the accumulators; writes tidy tables (Parquet
-and TSV), the class-mean attention maps (``maps.npz``), figures and ``manifest.json``. Output
-files are listed in docs/formats.md.
+files) and a prepared dataset, plans the genomes (a class-stratified seeded sample in a seeded
+order), streams them through the model once with the one stream driver
+(:mod:`bertgeom.geometry.stream`) feeding the selected measures of the registry
+(:mod:`bertgeom.geometry.measures`), and writes each measure's tables (Parquet and TSV), arrays,
+figures and ``manifest.json``. Output files are listed in docs/formats.md.
+
+Three ways to run the same plan, with equal outputs:
+
+- :func:`run`: the whole stream in one process (checkpointed: an interrupted run resumes);
+- :func:`run_shard`: shard ``k`` of ``n`` (a contiguous range of the plan, whole batches),
+  whose state is saved to a file (``bertgeom analyze --shard K/N --state-out FILE``);
+- :func:`merge`: the states of every shard merged in shard order, then written
+  (``bertgeom analyze --merge FILE... --out DIR``).
 """
 
 from __future__ import annotations
@@ -12,6 +21,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -20,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from bertgeom.config import AnalyzeConfig
-from bertgeom.errors import ArtifactError
+from bertgeom.errors import ArtifactError, ConfigError, InputError
 from bertgeom.heap import append_batch, fixed_mmap_threshold
 from bertgeom.io.files import atomic_path, save_figure, write_json
 from bertgeom.io.manifest import describe_inputs, write_manifest
@@ -30,6 +40,9 @@ from bertgeom.model.store import ModelBundle, load_model_dir, weights_file
 from bertgeom.pipeline import analyze_resume as resume
 from bertgeom.resources import CLASSES
 from bertgeom.tokens.vocab import TOKENS_FILE
+
+#: Format tag of the shard state files (``--state-out``).
+STATE_FORMAT = "bertgeom-analyze-state/1"
 
 
 @dataclass(frozen=True)
@@ -43,6 +56,410 @@ class AnalyzeSummary:
     genomes_per_s: float
     outputs: tuple[str, ...]
     notes: tuple[str, ...] = ()
+
+
+@dataclass
+class Plan:
+    """Everything a stream over the planned genomes needs (see :func:`plan`)."""
+
+    config: AnalyzeConfig  # batch size resolved
+    bundle: ModelBundle
+    df: pd.DataFrame  # id, label, mutations in stream order
+    ids: np.ndarray  # (genome, T) int32 token ids
+    y: np.ndarray  # (genome,) class ids
+    classes: tuple[str, ...]
+    to_class: np.ndarray  # class of each model output (-1: none)
+    keep_maps: np.ndarray  # (genome,) bool
+    info: Any  # RunInfo
+    measures: list[Any]  # measure classes, in registry order
+    options: dict[str, Any]  # resolved Options per measure name
+    inputs: list[dict[str, Any]]
+    device: str
+    notes: list[str]
+
+    @property
+    def n(self) -> int:
+        """Planned genomes."""
+        return len(self.y)
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What must be equal for a checkpoint to resume or for shard states to merge."""
+        stream_options = {
+            m.name: {k: v for k, v in vars(self.options[m.name]).items() if k in m.stream_options}
+            for m in self.measures
+        }
+        return resume.fingerprint(
+            self.config, stream_options, self.device, self.inputs, self.df.id.to_numpy()
+        )
+
+
+def plan(
+    model_dir: str | os.PathLike, prepared_dir: str | os.PathLike, config: AnalyzeConfig
+) -> Plan:
+    """Load the model and the genomes, choose the measures and the genome order."""
+    from bertgeom.geometry.domains import token_domains
+    from bertgeom.geometry.measures import select
+    from bertgeom.geometry.stream import run_info
+
+    dev = resolve_device(config.device)
+    config = replace(config, batch_size=config.batch_size or (64 if dev.startswith("cuda") else 16))
+    measures = select(config.only)
+    eager = any("A" in m.reads for m in measures)
+    bundle = load_model_dir(model_dir, device=dev, attn_implementation="eager" if eager else "sdpa")
+    df, ids = _load(prepared_dir, config, bundle)
+    classes, to_class, notes = _classes(bundle.labels, df.label)
+    if notes:  # predictions cannot be scored: statistics over all genomes
+        config = replace(config, all_genomes=True)
+    y = encode_labels(df.label, classes)
+    aligned = bundle.vocab.spec.mode == "aligned"
+    domains = token_domains(ids.shape[1] - 2, bundle.vocab.spec) if aligned else None
+    kept = []
+    for m in measures:
+        if m.needs_domains and domains is None:
+            # raw k-mers drift after indels: a token's residues are not known from its position
+            notes.append(
+                f"{m.name} skipped: the model reads raw k-mers (tokens do not sit at fixed "
+                "residues)"
+            )
+        else:
+            kept.append(m)
+    info = run_info(bundle.model, classes, config.drop_special, domains, dev)
+    model_files = [weights_file(model_dir)] + [
+        Path(model_dir) / name for name in ("config.json", "vocab.txt", TOKENS_FILE)
+    ]
+    inputs = describe_inputs([Path(prepared_dir) / "spikes.parquet", *model_files])
+    keep = (
+        _kept(y, config.options()["maps"].keep, len(classes))
+        if "maps" in {m.name for m in kept}
+        else np.zeros(len(y), bool)
+    )
+    return Plan(
+        config=config,
+        bundle=bundle,
+        df=df,
+        ids=ids,
+        y=y,
+        classes=classes,
+        to_class=to_class,
+        keep_maps=keep,
+        info=info,
+        measures=kept,
+        options=config.options(),
+        inputs=inputs,
+        device=dev,
+        notes=list(notes),
+    )
+
+
+def new_stream(p: Plan) -> Any:
+    """A fresh stream of ``p``'s measures (empty states)."""
+    from bertgeom.geometry.stream import Stream
+
+    measures = [m(p.info, p.options[m.name]) for m in p.measures]
+    return Stream(
+        p.bundle.model.eval(), measures, p.info, p.to_class, bf16=p.device.startswith("cuda")
+    )
+
+
+def shard_range(n: int, batch_size: int, shard: int, n_shards: int) -> tuple[int, int]:
+    """Genomes [lo, hi) of shard ``shard`` (0-based) of ``n_shards``: contiguous runs of whole
+    batches, so every batch equals the one a single stream sees."""
+    if not 0 <= shard < n_shards:
+        raise ConfigError(f"shard {shard + 1}/{n_shards}: K must be in 1..N")
+    n_batches = -(-n // batch_size)
+    lo = shard * n_batches // n_shards
+    hi = (shard + 1) * n_batches // n_shards
+    return min(lo * batch_size, n), min(hi * batch_size, n)
+
+
+@dataclass
+class _Progress:
+    """Streaming position: predictions so far (per batch) and seconds."""
+
+    preds: list[np.ndarray]
+    seconds: float = 0.0
+    pending: int = 0
+
+
+def stream_genomes(
+    p: Plan,
+    stream: Any,
+    lo: int,
+    hi: int,
+    progress: bool = True,
+    checkpoint: Path | None = None,
+) -> _Progress:
+    """Stream genomes [lo, hi) of the plan into ``stream`` (resuming from, and writing, the
+    checkpoint in ``checkpoint`` when given); returns the predictions and seconds."""
+    import torch
+    from tqdm import tqdm
+
+    fp = p.fingerprint() | {"range": [lo, hi]}
+    state = _Progress(preds=[])
+    if checkpoint is not None:
+        done = resume.load(checkpoint, fp, stream)
+        if done is not None:
+            state = _Progress(preds=done.preds, seconds=done.seconds)
+    start = lo + stream.n_done
+    every = 60.0 * p.config.checkpoint_minutes
+    t0 = last = time.perf_counter()
+    before = state.seconds
+    saved = stream.n_done
+    batch_size, dev = p.config.batch_size, p.device
+    bar = tqdm(
+        total=hi - lo,
+        initial=start - lo,
+        unit="genome",
+        desc="analyze",
+        disable=not progress,
+        file=sys.stderr,
+        dynamic_ncols=True,
+    )
+
+    def save() -> None:
+        nonlocal last, saved
+        assert checkpoint is not None
+        state.seconds = before + time.perf_counter() - t0
+        resume.save(checkpoint, fp, stream, state.preds, state.seconds)
+        last, saved = time.perf_counter(), stream.n_done
+
+    try:
+        with bar, stream, torch.inference_mode():
+            for a in range(start, hi, batch_size):
+                b = min(a + batch_size, hi)
+                batch = {k: v.to(dev) for k, v in collate(p.ids[a:b].astype(np.int64)).items()}
+                labels = torch.as_tensor(p.y[a:b], device=dev)
+                pred = stream.batch(batch, labels, torch.as_tensor(p.keep_maps[a:b]))
+                state.pending = append_batch(state.preds, pred.cpu().numpy(), state.pending)
+                bar.update(b - a)
+                if checkpoint is not None and b < hi and time.perf_counter() - last >= every:
+                    save()
+    except BaseException:  # interrupted (Ctrl-C, SIGTERM) or failed: keep the finished batches
+        if checkpoint is not None and stream.n_done > saved and stream.abort():
+            try:
+                save()
+            except Exception as err:  # the original exception matters more
+                print(f"analyze: no checkpoint written ({err})", file=sys.stderr)
+        raise
+    state.seconds = before + time.perf_counter() - t0
+    return state
+
+
+def run(
+    model_dir: str | os.PathLike,
+    prepared_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    config: AnalyzeConfig,
+    progress: bool = True,
+) -> AnalyzeSummary:
+    """Analyse ``model_dir`` on ``config.split`` of ``prepared_dir`` into ``out_dir``."""
+    fixed_mmap_threshold()  # resident memory flat over batches (see bertgeom.heap)
+    p = plan(model_dir, prepared_dir, config)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    stream = new_stream(p)
+    state = stream_genomes(p, stream, 0, p.n, progress, checkpoint=out)
+    summary = write_outputs(p, stream, _joined(state.preds), state.seconds, out)
+    resume.remove(out)
+    return summary
+
+
+def run_shard(
+    model_dir: str | os.PathLike,
+    prepared_dir: str | os.PathLike,
+    state_out: str | os.PathLike,
+    config: AnalyzeConfig,
+    shard: tuple[int, int],
+    progress: bool = True,
+) -> tuple[int, int]:
+    """Stream shard ``shard = (k, n)`` (0-based k) of the plan and save its state to
+    ``state_out`` (a ``torch.save`` file); returns the shard's genome range."""
+    import torch
+
+    fixed_mmap_threshold()
+    p = plan(model_dir, prepared_dir, config)
+    lo, hi = shard_range(p.n, p.config.batch_size, *shard)
+    stream = new_stream(p)
+    state = stream_genomes(p, stream, lo, hi, progress)
+    payload = {
+        "format": STATE_FORMAT,
+        "fingerprint": p.fingerprint(),
+        "shard": list(shard),
+        "range": [lo, hi],
+        "preds": torch.from_numpy(_joined(state.preds).astype(np.int64)),
+        "seconds": state.seconds,
+        "stream": stream.state_dict(),
+    }
+    with atomic_path(state_out) as tmp:
+        torch.save(payload, tmp)
+    return lo, hi
+
+
+def merge(
+    model_dir: str | os.PathLike,
+    prepared_dir: str | os.PathLike,
+    state_files: Sequence[str | os.PathLike],
+    out_dir: str | os.PathLike,
+    config: AnalyzeConfig,
+) -> AnalyzeSummary:
+    """Merge the shard states in ``state_files`` (any order; every shard of one plan, made with
+    the same model, data and options) and write the outputs as one run would."""
+    import torch
+
+    p = plan(model_dir, prepared_dir, config)
+    fp = p.fingerprint()
+    parts = []
+    for f in state_files:
+        try:
+            s = torch.load(f, map_location="cpu", weights_only=True)
+            fmt = s.get("format") if isinstance(s, dict) else None
+        except Exception as err:
+            raise InputError(f"{f}: not an analyze state file ({type(err).__name__})") from None
+        if fmt != STATE_FORMAT:
+            raise InputError(f"{f}: not an analyze state file (format {fmt!r})")
+        if s["fingerprint"] != fp:
+            changed = sorted(k for k in fp if s["fingerprint"].get(k) != fp[k])
+            raise InputError(
+                f"{f}: made from another plan ({', '.join(changed)} differ): rerun the shard "
+                "with the same model, data and options"
+            )
+        parts.append((int(s["range"][0]), int(s["range"][1]), str(f), s))
+    parts.sort(key=lambda x: x[0])
+    at = 0
+    for lo, hi, name, _ in parts:
+        if lo != at:
+            what = "overlaps the previous shard" if lo < at else f"leaves genomes {at}-{lo} out"
+            raise InputError(f"{name}: genomes {lo}-{hi} {what}")
+        at = hi
+    if at != p.n:
+        raise InputError(f"the shards cover genomes 0-{at} of {p.n}: a shard is missing")
+    total = new_stream(p)
+    preds, seconds = [], 0.0
+    for _, _, _, s in parts:
+        one = new_stream(p)
+        one.load_state_dict(s["stream"])
+        total.merge(one)
+        preds.append(s["preds"].numpy())
+        seconds += float(s["seconds"])
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    return write_outputs(p, total, _joined(preds), seconds, out, shards=len(parts))
+
+
+def _joined(preds: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(preds) if preds else np.zeros(0, np.int64)
+
+
+@dataclass(frozen=True)
+class FigureContext:
+    """What measures' figures may need beyond the tables."""
+
+    classes: tuple[str, ...]
+    spec: Any  # the model's KmerSpec (token -> residues)
+    all_genomes: bool
+
+
+def write_outputs(
+    p: Plan,
+    stream: Any,
+    preds: np.ndarray,
+    seconds: float,
+    out: Path,
+    shards: int = 1,
+) -> AnalyzeSummary:
+    """Every measure's tables, arrays and figures, the genomes table and the manifest."""
+    from bertgeom.geometry.measures.base import Arrays, Genomes
+
+    if len(preds) != p.n:
+        raise ArtifactError(f"{len(preds)} predictions for {p.n} genomes")
+    correct = p.to_class[preds] == p.y
+    included = np.ones(p.n, bool) if p.config.all_genomes else correct
+    genomes = Genomes(
+        ids=p.df.id.to_numpy(),
+        labels=p.y,
+        included=included,
+        all_genomes=p.config.all_genomes,
+        seed=p.config.seed,
+    )
+    tables: dict[str, Any] = {
+        "genomes": pd.DataFrame(
+            {
+                "seq_id": genomes.ids,
+                "class": np.asarray(p.classes)[p.y],
+                "predicted": np.asarray(p.bundle.labels)[preds],
+                "correct": correct,
+                "included": included,
+                "mutations": p.df.mutations.to_numpy(),
+            }
+        )
+    }
+    arrays: dict[str, Arrays] = {}
+    for m in stream.measures:
+        for name, value in m.finish(genomes).items():
+            (arrays if isinstance(value, Arrays) else tables)[name] = value
+    for m in stream.measures:
+        tables |= m.derive(tables)
+    written: list[str] = []
+    for name, table in tables.items():
+        written += _write_table(out, name, table, tsv=name not in _PARQUET_ONLY)
+    for name, value in arrays.items():
+        written += _write_arrays(out, name, value)
+    ctx = FigureContext(p.classes, p.bundle.vocab.spec, p.config.all_genomes)
+    written += _write_figures(out, stream.measures, tables, ctx)
+    notes = [*p.notes, *(n for m in stream.measures for n in m.notes)]
+    extra = {m.name: m.summary for m in stream.measures if m.summary}
+    write_manifest(
+        out,
+        "analyze",
+        p.inputs,
+        p.config.resolved(),
+        written,
+        summary={
+            "n_genomes": p.n,
+            "n_correct": int(correct.sum()),
+            "seconds": seconds,
+            "device": p.device,
+            "shards": shards,
+            "measures": [m.name for m in stream.measures],
+            **({"notes": notes} if notes else {}),
+            **extra,
+        },
+    )
+    return AnalyzeSummary(
+        p.n,
+        int(correct.sum()),
+        int(included.sum()),
+        seconds,
+        p.n / max(seconds, 1e-9),
+        tuple(written),
+        tuple(notes),
+    )
+
+
+#: Tables written as Parquet only (one row per genome, layer, point and head: large).
+_PARQUET_ONLY = frozenset({"cone"})
+
+
+def _write_arrays(out: Path, name: str, value: Any) -> list[str]:
+    with atomic_path(out / f"{name}.npz") as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **value.arrays)  # float16 attention barely compresses; zlib cost 10x
+    write_json(out / f"{name}.json", value.describe)
+    return [f"{name}.npz", f"{name}.json"]
+
+
+def _write_figures(
+    out: Path, measures: Sequence[Any], tables: dict[str, Any], ctx: FigureContext
+) -> list[str]:
+    import matplotlib.pyplot as plt
+
+    written = []
+    (out / "figures").mkdir(exist_ok=True)
+    for m in measures:
+        for name, fig in m.figures(tables, ctx):
+            save_figure(fig, out / "figures" / f"{name}.png")
+            plt.close(fig)
+            written.append(f"figures/{name}.png")
+    return written
 
 
 def stratified_counts(sizes: np.ndarray, total: int) -> np.ndarray:
@@ -83,98 +500,6 @@ def select_genomes(df: pd.DataFrame, max_genomes: int, seed: int) -> pd.DataFram
     return df.iloc[rng.permutation(len(df))].reset_index(drop=True)
 
 
-def run(
-    model_dir: str | os.PathLike,
-    prepared_dir: str | os.PathLike,
-    out_dir: str | os.PathLike,
-    config: AnalyzeConfig,
-    progress: bool = True,
-) -> AnalyzeSummary:
-    """Analyse ``model_dir`` on ``config.split`` of ``prepared_dir`` into ``out_dir``."""
-    from bertgeom.geometry.accumulate import AccumulatorOptions, GeometryAccumulator
-    from bertgeom.geometry.domains import token_domains
-    from bertgeom.geometry.gates import GateOptions
-
-    fixed_mmap_threshold()  # resident memory flat over batches (see bertgeom.heap)
-    dev = resolve_device(config.device)
-    # saved with the outputs as resolved
-    config = replace(config, batch_size=config.batch_size or (64 if dev.startswith("cuda") else 16))
-    bundle = load_model_dir(model_dir, device=dev, attn_implementation="eager")
-    df, ids = _load(prepared_dir, config, bundle)
-    classes, to_class, notes = _classes(bundle.labels, df.label)
-    if notes:  # predictions cannot be scored: statistics over all genomes
-        config = replace(config, all_genomes=True)
-    notes = list(notes)
-    y = encode_labels(df.label, classes)
-    n_tokens = ids.shape[1] - 2
-    families = config.families
-    if bundle.vocab.spec.mode != "aligned" and "domains" in families:
-        # raw k-mers drift after indels: a token's residues are not known from its position
-        families = tuple(f for f in families if f != "domains")
-        notes.append(
-            "domains skipped: the model reads raw k-mers (tokens do not sit at fixed residues)"
-        )
-    acc = GeometryAccumulator(
-        bundle.model,
-        len(classes),
-        token_domains(n_tokens, bundle.vocab.spec) if "domains" in families else None,
-        AccumulatorOptions(
-            families=families,
-            drop_special=config.drop_special,
-            spectra_genomes=config.spectra_genomes,
-            gate_options=GateOptions(
-                window=config.window, coverage=config.coverage, drop_special=config.drop_special
-            ),
-            svd_driver="gesvda" if dev.startswith("cuda") else None,
-            compat=config.compat,
-        ),
-    )
-    keep_maps = _kept(y, config.keep_maps, len(classes))
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    model_files = [weights_file(model_dir)] + [
-        Path(model_dir) / name for name in ("config.json", "vocab.txt", TOKENS_FILE)
-    ]
-    inputs = describe_inputs([Path(prepared_dir) / "spikes.parquet", *model_files])
-    stream = _Stream(
-        fingerprint=resume.fingerprint(config, dev, inputs, df.id.to_numpy()),
-        out=out,
-        every_s=60.0 * config.checkpoint_minutes,
-    )
-    batch = config.batch_size
-    pred, seconds = _stream(bundle, acc, ids, y, to_class, keep_maps, batch, dev, progress, stream)
-    correct = to_class[pred] == y
-    included = np.ones(len(y), bool) if config.all_genomes else correct
-    genomes = _Genomes(df, y, classes, np.asarray(bundle.labels)[pred], correct, included)
-    written, extra = _write_outputs(out, acc, bundle, genomes, keep_maps, config)
-    if notes:
-        extra["notes"] = [*notes, *extra.get("notes", [])]
-    write_manifest(
-        out,
-        "analyze",
-        inputs,
-        config,
-        written,
-        summary={
-            "n_genomes": len(y),
-            "n_correct": int(correct.sum()),
-            "seconds": seconds,
-            "device": dev,
-            **extra,
-        },
-    )
-    resume.remove(out)
-    return AnalyzeSummary(
-        len(y),
-        int(correct.sum()),
-        int(included.sum()),
-        seconds,
-        len(y) / max(seconds, 1e-9),
-        tuple(written),
-        tuple(extra.get("notes", ())),
-    )
-
-
 def _classes(
     model_labels: tuple[str, ...], data_labels: Any
 ) -> tuple[tuple[str, ...], np.ndarray, list[str]]:
@@ -198,18 +523,6 @@ def _classes(
         f"{', '.join(missing)}: statistics use all genomes, grouped by the data's classes"
     )
     return classes, to_class, [note]
-
-
-@dataclass(frozen=True)
-class _Genomes:
-    """The analysed genomes, in streaming order."""
-
-    df: pd.DataFrame  # id, label, mutations
-    y: np.ndarray  # class ids (in ``classes``)
-    classes: tuple[str, ...]
-    predicted: np.ndarray  # the model's predicted labels (str)
-    correct: np.ndarray
-    included: np.ndarray  # in the class statistics
 
 
 def _load(
@@ -239,90 +552,6 @@ def _kept(y: np.ndarray, per_class: int, n_classes: int) -> np.ndarray:
     return keep
 
 
-@dataclass(frozen=True)
-class _Stream:
-    """Checkpointing of the stream (see ``analyze_resume``)."""
-
-    fingerprint: dict[str, Any]
-    out: Path
-    every_s: float
-
-
-def _stream(
-    bundle: ModelBundle,
-    acc: Any,
-    ids: np.ndarray,
-    y: np.ndarray,
-    to_class: np.ndarray,
-    keep_maps: np.ndarray,
-    batch_size: int,
-    device: str,
-    progress: bool,
-    ckpt: _Stream,
-) -> tuple[np.ndarray, float]:
-    """Feed every batch to ``acc``, resuming from a checkpoint of this run if there is one;
-    returns the model's predictions (output indices) and the seconds spent streaming (over all
-    sessions). ``to_class`` maps output indices to classes of ``y`` (-1: none)."""
-    import torch
-    from tqdm import tqdm
-
-    from bertgeom.geometry.capture import Capture
-
-    done = resume.load(ckpt.out, ckpt.fingerprint, acc, device)
-    mapping = torch.as_tensor(to_class, device=device)
-    start, preds, before = (done.start, done.preds, done.seconds) if done else (0, [], 0.0)
-    t0 = last = time.perf_counter()
-    saved = start  # genomes in the newest checkpoint
-    pending = 0  # per-batch prediction arrays trailing ``preds``
-    model = bundle.model.eval()
-    use_bf16 = device.startswith("cuda")
-    bar = tqdm(
-        total=len(ids),
-        initial=start,
-        unit="genome",
-        desc="analyze",
-        disable=not progress,
-        file=sys.stderr,
-        dynamic_ncols=True,
-    )
-
-    def save() -> None:
-        nonlocal last, saved
-        resume.save(ckpt.out, ckpt.fingerprint, acc, preds, before + time.perf_counter() - t0)
-        last, saved = time.perf_counter(), acc.n_done
-
-    try:
-        with bar, Capture(model, acc.on_layer), torch.inference_mode():
-            for a in range(start, len(ids), batch_size):
-                rows = ids[a : a + batch_size].astype(np.int64)
-                batch = {k: v.to(device) for k, v in collate(rows).items()}
-                labels = torch.as_tensor(y[a : a + batch_size], device=device)
-                acc.begin_batch(
-                    batch["attention_mask"].bool(),
-                    labels,
-                    torch.as_tensor(keep_maps[a : a + batch_size]),
-                )
-                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16):
-                    logits = model(**batch).logits
-                pred = logits.argmax(-1)
-                right = mapping[pred] == labels
-                # ahead of acc.n_done until end_batch ends
-                pending = append_batch(preds, pred.cpu().numpy(), pending)
-                acc.end_batch(torch.where(right, labels, labels + acc.n_classes))
-                bar.update(len(labels))
-                if acc.n_done < len(ids) and time.perf_counter() - last >= ckpt.every_s:
-                    save()
-    except BaseException:  # interrupted (Ctrl-C, SIGTERM) or failed: keep the finished batches
-        if acc.n_done > saved and acc.abort_batch():
-            try:
-                save()
-            except Exception as err:  # the original exception matters more
-                print(f"analyze: no checkpoint written ({err})", file=sys.stderr)
-        raise
-    seconds = before + time.perf_counter() - t0
-    return (np.concatenate(preds) if preds else np.zeros(0, np.int64)), seconds
-
-
 def _write_table(out: Path, name: str, table: pd.DataFrame, tsv: bool = True) -> list[str]:
     if table is None or table.empty:
         return []
@@ -334,114 +563,3 @@ def _write_table(out: Path, name: str, table: pd.DataFrame, tsv: bool = True) ->
             table.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
         names.append(f"{name}.tsv")
     return names
-
-
-def _write_outputs(
-    out: Path,
-    acc: Any,
-    bundle: ModelBundle,
-    g: _Genomes,
-    keep_maps: np.ndarray,
-    config: AnalyzeConfig,
-) -> tuple[list[str], dict[str, Any]]:
-    """Tables, maps and figures; returns the file names and extra manifest summary entries
-    (``notes`` on skipped or clipped embedding maps, ``map_seconds`` per method)."""
-    from bertgeom.geometry import tables
-
-    names, ids, y, included, df = g.classes, g.df.id.to_numpy(), g.y, g.included, g.df
-    extra: dict[str, Any] = {}
-    classes = np.asarray(names)[y]
-    written: list[str] = []
-    t: dict[str, pd.DataFrame] = {"genomes": pd.DataFrame({
-        "seq_id": ids, "class": classes, "predicted": g.predicted,
-        "correct": g.correct, "included": included, "mutations": df.mutations.to_numpy(),
-    })}  # fmt: skip
-    t |= tables.measure_tables(
-        acc, ids, y, included, names, config.all_genomes, config.seed, config.thresholds
-    )
-    if "cone" in t:
-        written += _write_table(out, "cone", t.pop("cone"), tsv=False)
-    if "embedding_maps" in t and "pca" not in config.maps:
-        del t["embedding_maps"]
-    methods = [m for m in config.maps if m != "pca"]
-    if acc.wants("embeddings") and methods:
-        t["nonlinear_maps"], notes, map_seconds = tables.nonlinear_map_table(
-            acc, ids, y, included, names, methods, seed=config.seed,
-            max_genomes=config.map_genomes, perplexity=config.perplexity,
-            n_neighbors=config.n_neighbors,
-        )  # fmt: skip
-        extra = {"notes": notes, "map_seconds": map_seconds}
-    if acc.wants("domains"):
-        t["domains"] = tables.domains_table(acc, names, config.all_genomes, config.alpha)
-        if acc.wants("maps"):
-            t["rollout"] = tables.rollout_table(acc, names, config.all_genomes)
-    for name, table in t.items():
-        written += _write_table(out, name, table)
-    written += _write_maps(out, acc, ids, classes, keep_maps, names, config.all_genomes)
-    written += _write_figures(out, t, acc, bundle, names, config)
-    return written, extra
-
-
-def _write_maps(
-    out: Path,
-    acc: Any,
-    ids: np.ndarray,
-    classes: np.ndarray,
-    keep_maps: np.ndarray,
-    names: tuple[str, ...],
-    all_genomes: bool,
-) -> list[str]:
-    from bertgeom.geometry import tables
-
-    mean = tables.class_mean_maps(acc, all_genomes)
-    if mean is None and not acc.kept_maps:
-        return []
-    arrays: dict[str, Any] = {"classes": np.asarray(names)}
-    if mean is not None:
-        arrays["class_mean"] = mean.astype(np.float16)  # (layer, head, class, q, k)
-    if acc.kept_maps:
-        width = max(m.shape[-1] for m in acc.kept_maps)
-        pad = [
-            np.pad(m, ((0, 0), (0, 0), (0, width - m.shape[-2]), (0, width - m.shape[-1])))
-            for m in acc.kept_maps
-        ]
-        arrays["genome_maps"] = np.stack(pad)  # (genome, layer, head, q, k)
-        # real positions of each genome's maps ([CLS] + tokens + [SEP]); rows past it are 0
-        arrays["genome_lengths"] = np.array(
-            [int((m[0, 0].sum(-1) > 0).sum()) for m in acc.kept_maps], dtype=np.int32
-        )
-        arrays["genome_ids"] = ids[keep_maps].astype(str)  # not object: no pickle to load
-        arrays["genome_classes"] = classes[keep_maps]
-    with atomic_path(out / "maps.npz") as tmp, open(tmp, "wb") as fh:
-        np.savez(fh, **arrays)  # float16 attention barely compresses; zlib cost 10x the time
-    write_json(
-        out / "maps.json",
-        {
-            "class_mean": "(layer, head, class, q_pos, k_pos) float16",
-            "genome_maps": "(genome, layer, head, q_pos, k_pos) float16; PAD rows and columns 0",
-            "genome_lengths": "(genome,) int32 real positions of each genome's maps",
-            "genome_ids": "(genome,) ids of the genomes in genome_maps",
-            "genome_classes": "(genome,) their true classes",
-            "classes": "(class,) the class dimension of class_mean",
-        },
-    )
-    return ["maps.npz", "maps.json"]
-
-
-def _write_figures(
-    out: Path,
-    t: dict[str, pd.DataFrame],
-    acc: Any,
-    bundle: ModelBundle,
-    names: tuple[str, ...],
-    config: AnalyzeConfig,
-) -> list[str]:
-    from bertgeom.pipeline.analyze_figures import close_figure, figures
-
-    written = []
-    (out / "figures").mkdir(exist_ok=True)
-    for name, fig in figures(t, acc, bundle, names, config):
-        save_figure(fig, out / "figures" / f"{name}.png")
-        close_figure(fig)
-        written.append(f"figures/{name}.png")
-    return written

@@ -1,9 +1,10 @@
 """Checkpoints of ``bertgeom analyze``'s stream: a long run that is interrupted resumes.
 
 ``OUT/analyze_checkpoint.pt`` (a ``torch.save`` dict that ``torch.load(weights_only=True)``
-reads) holds the accumulators' state (``GeometryAccumulator.state_dict``), the predictions so
-far, the index of the next genome, the seconds streamed so far and a *fingerprint*: the resolved
-config (less the options used only after the stream, ``OUTPUT_ONLY``), the device, the sha256 of
+reads) holds the stream's state (``Stream.state_dict``: every measure's state and the genomes
+done), the predictions so far, the seconds streamed so far and a *fingerprint*: the resolved
+config (less the options used only after the stream, ``OUTPUT_ONLY``, and, per measure, only
+its ``stream_options``), the device, the sha256 of
 the model weights and of ``spikes.parquet``, the sha256 of the genome ids in streaming order and
 bertgeom's version. A run whose fingerprint equals the checkpoint's continues at the batch
 after it; the accumulators then end in the state an uninterrupted run reaches (the batches and
@@ -28,38 +29,37 @@ from bertgeom import __version__
 from bertgeom.io.files import atomic_path
 
 CHECKPOINT = "analyze_checkpoint.pt"
-#: ``AnalyzeConfig`` options read only after the stream: they may change on resumption.
-OUTPUT_ONLY = frozenset(
-    {
-        "all_genomes",
-        "alpha",
-        "map_methods",
-        "map_genomes",
-        "perplexity",
-        "n_neighbors",
-        "checkpoint_minutes",
-        "gate_thresholds",
-    }
-)
+#: ``AnalyzeConfig`` fields read only after the stream: they may change on resumption (the
+#: measures' own options say which of theirs matter to the stream: ``stream_options``).
+OUTPUT_ONLY = frozenset({"all_genomes", "checkpoint_minutes", "measures", "only"})
 
 
 @dataclass
 class Resumed:
     """Where a resumed stream starts."""
 
-    start: int  # index of the next genome
-    preds: list[np.ndarray]  # predicted class ids of the genomes before ``start``, per batch
+    preds: list[np.ndarray]  # predicted output ids of the genomes streamed, per batch
     seconds: float  # streaming time before the interruption
 
 
 def fingerprint(
-    config: Any, device: str, inputs: list[dict[str, Any]], genome_ids: np.ndarray
+    config: Any,
+    stream_options: dict[str, dict[str, Any]],
+    device: str,
+    inputs: list[dict[str, Any]],
+    genome_ids: np.ndarray,
 ) -> dict[str, Any]:
-    """What must be equal for a checkpoint to be resumed (see the module docstring)."""
-    options = {k: v for k, v in dataclasses.asdict(config).items() if k not in OUTPUT_ONLY}
+    """What must be equal for a checkpoint to be resumed (see the module docstring):
+    ``stream_options`` holds, per selected measure, the options that change its stream."""
+    options = {
+        f.name: getattr(config, f.name)
+        for f in dataclasses.fields(config)
+        if f.name not in OUTPUT_ONLY
+    }
     ids = hashlib.sha256("\n".join(map(str, genome_ids)).encode()).hexdigest()
     return {
         "config": options,
+        "measures": {k: dict(sorted(v.items())) for k, v in sorted(stream_options.items())},
         "device": device.split(":")[0],
         "inputs": {Path(x["path"]).name: x["sha256"] for x in inputs},
         "genome_ids_sha256": ids,
@@ -70,32 +70,31 @@ def fingerprint(
 def save(
     out_dir: Path,
     fp: dict[str, Any],
-    acc: Any,
+    stream: Any,
     preds: list[np.ndarray],
     seconds: float,
 ) -> None:
-    """Write the checkpoint of the batches ``acc`` finished (``acc.n_done`` genomes; ``preds``
-    may run ahead of it: the rest is dropped) atomically: the previous one stays until the new
-    one is whole."""
+    """Write the checkpoint of the batches ``stream`` finished (``stream.n_done`` genomes;
+    ``preds`` may run ahead of it: the rest is dropped) atomically: the previous one stays
+    until the new one is whole."""
     import torch
 
-    start = acc.n_done
-    flat = np.concatenate(preds)[:start] if preds else np.zeros(0, np.int64)
+    done = stream.n_done
+    flat = np.concatenate(preds)[:done] if preds else np.zeros(0, np.int64)
     state = {
         "fingerprint": fp,
-        "start": start,
         "preds": [torch.from_numpy(flat.astype(np.int64))],
         "seconds": seconds,
-        "accumulator": acc.state_dict(),
+        "stream": stream.state_dict(),
     }
     with atomic_path(out_dir / CHECKPOINT) as tmp:
         torch.save(state, tmp)
 
 
-def load(out_dir: Path, fp: dict[str, Any], acc: Any, device: str = "cpu") -> Resumed | None:
-    """Restore ``acc`` from the checkpoint in ``out_dir`` when its fingerprint is ``fp``
-    (tensors saved from a GPU go to ``device``); None, and ``acc`` untouched, when there is
-    none, it cannot be read or used, or it belongs to another run."""
+def load(out_dir: Path, fp: dict[str, Any], stream: Any) -> Resumed | None:
+    """Restore ``stream`` from the checkpoint in ``out_dir`` when its fingerprint is ``fp``;
+    None, and ``stream`` untouched, when there is none, it cannot be read or used, or it
+    belongs to another run."""
     import torch
 
     path = out_dir / CHECKPOINT
@@ -116,16 +115,17 @@ def load(out_dir: Path, fp: dict[str, Any], acc: Any, device: str = "cpu") -> Re
         _say(f"{path}: checkpoint of another run ({'; '.join(changed)} differ); starting afresh")
         return None
     try:
-        start, seconds = int(state["start"]), float(state["seconds"])
+        seconds = float(state["seconds"])
         preds = [p.numpy() for p in state["preds"]]
-        if sum(len(p) for p in preds) != start:
-            raise ValueError(f"{sum(len(p) for p in preds)} predictions for {start} genomes")
-        acc.load_state_dict(state["accumulator"], device)  # all or nothing
+        done = int(state["stream"]["n_done"])
+        if sum(len(p) for p in preds) != done:
+            raise ValueError(f"{sum(len(p) for p in preds)} predictions for {done} genomes")
+        stream.load_state_dict(state["stream"])  # all or nothing
     except Exception as err:
         _say(f"{path}: unusable checkpoint ({type(err).__name__}: {err}); starting afresh")
         return None
-    _say(f"{path}: resuming at genome {start:,}")
-    return Resumed(start=start, preds=preds, seconds=seconds)
+    _say(f"{path}: resuming at genome {done:,}")
+    return Resumed(preds=preds, seconds=seconds)
 
 
 def remove(out_dir: Path) -> None:
