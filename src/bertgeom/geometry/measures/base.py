@@ -273,6 +273,10 @@ class Measure:
     stream_options: ClassVar[frozenset[str]] = frozenset()
     #: the measure is computed unless ``--only`` leaves it out (False: only when named)
     default: ClassVar[bool] = True
+    #: tables with a row per genome (or more): never loaded by the report, only drawn
+    per_genome: ClassVar[tuple[str, ...]] = ()
+    #: tables written as Parquet only (too large for a useful TSV)
+    parquet_only: ClassVar[tuple[str, ...]] = ()
     #: the measure reads the spike's token-domain map (skipped, with a note, without one)
     needs_domains: ClassVar[bool] = False
     #: Methods rows: (term, explanation with the numerical choices, formula)
@@ -356,6 +360,11 @@ class Measure:
     def section(cls, run: Any) -> Any:
         """The report section of this measure from a run's saved artefacts (None: none)."""
         return None
+
+    @classmethod
+    def findings(cls, run: Any) -> list[str]:
+        """Sentences for the report's summary, computed from the run's saved tables."""
+        return []
 
     @classmethod
     def parameters(cls, options: Mapping[str, Any]) -> list[tuple[str, Any, str]]:
