@@ -136,8 +136,9 @@ class Stream:
         return frozenset(need)
 
     def needs_attention(self) -> bool:
-        """Whether the model must return attention probabilities (eager attention)."""
-        return "A" in self.capture_points()
+        """Whether the model must return attention probabilities (eager attention): a measure
+        reads them (measures that merely use them take them when they come)."""
+        return "A" in self.reads
 
     def __enter__(self) -> Stream:
         encoder_layers(self.model)
