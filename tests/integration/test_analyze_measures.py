@@ -46,6 +46,11 @@ def padded_batch(n: int = 4, pos: int = 12, seed: int = 0):
     return ids, mask
 
 
+#: every measure that needs no spike domains
+ALL = ("cone", "gates", "direction", "spectra", "embeddings", "maps", "flow")
+OPTIONS = {"spectra": {"genomes": 4}, "embeddings": {"maps": ""}}
+
+
 def stream_tables(model, batches, labels, names, measures=ALL, options=None, autocast=False):
     """Tables of ``measures`` over ``batches`` (input dicts) through the stream driver."""
     from bertgeom.geometry.measures import select
@@ -72,11 +77,6 @@ def stream_tables(model, batches, labels, names, measures=ALL, options=None, aut
     for m in stream.measures:
         out |= m.derive(out)
     return out
-
-
-#: every measure that needs no spike domains
-ALL = ("cone", "gates", "direction", "spectra", "embeddings", "maps", "flow")
-OPTIONS = {"spectra": {"genomes": 4}, "embeddings": {"maps": ""}}
 
 
 def _assert_tables_close(a, b, atol):
@@ -128,7 +128,7 @@ def test_missing_attention_probabilities_are_an_error_for_attention_measures():
     model.set_attn_implementation("sdpa")
     ids, mask = padded_batch()
     batch = [{"input_ids": ids, "attention_mask": mask}]
-    with pytest.raises(RuntimeError, match="no attention probabilities.*gates"):
+    with pytest.raises(RuntimeError, match=r"no attention probabilities.*gates"):
         stream_tables(model, batch, [0, 0, 0, 0], ("a",), measures=("gates",))
     cone = stream_tables(model, batch, [0, 0, 0, 0], ("a",), measures=("cone",))
     assert "A" not in set(cone["cone"].point)
