@@ -149,6 +149,8 @@ class Sums:
             self.values[name] = value.clone()
             return
         old, value = _pad_to_common(old, value)
+        if old.is_inference() and not torch.is_inference_mode_enabled():
+            old = old.clone()  # a stream's sums, merged outside inference mode
         self.values[name] = old.add_(value.to(old.device))
 
     def index_add(self, name: str, dim: int, index: Tensor, value: Tensor, size: int) -> None:
