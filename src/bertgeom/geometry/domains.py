@@ -23,18 +23,21 @@ Genome-level test (bertgeom, B): the genome is the unit. Each genome g gives the
 ``e_g = attention share_g - token share_g`` (its own shares); the one-sample t-test of mean e = 0
 over the class's genomes, ``t = ē / (s_e / sqrt(n))`` with n - 1 degrees of freedom, two-sided,
 with the same Bonferroni level. Its p-values do not shrink merely because genomes are many
-tokens long, and ē is the effect size. Float32 guard: the attention shares come from float32
-attention maps, so genomes that are identical up to rounding differ by a few float32 units in
-the last place of their shares (two summation orders of the same maps differ by up to 3e-7 of
-the share on the golden model); their s_e is rounding noise and ē / (s_e / sqrt(n)) reached
-|t| ~ 1e6 on near-clonal genomes. The test is therefore made only when
-``s_e > SPREAD_FLOOR x p1`` (:data:`SPREAD_FLOOR` = 1e-5, about 84 float32 units in the last
-place of the cell's pooled attention share p1, 30 times the largest rounding difference seen, so
-t is stable to rounding within a few per cent; genomes whose shares agree to 5 significant
-digits are one observation, not n), and when Σe² - n ē² (float64) exceeds 1e-10 ē²
-(cancellation); otherwise t and p_genome are NaN and the cell is not significant. The floor is
-set for float32 attention: maps from a bf16 forward pass (autocast on a GPU) carry bf16 rounding
-(2^-8), which it does not cover.
+tokens long, and ē is the effect size.
+
+Float32 guard (resolution of the shares): the shares come from float32 attention maps, which
+carry the rounding of every layer of the forward pass; near-clonal genomes (identical, or a few
+tokens apart) have excesses that agree to that rounding, and both ē and s_e of a cell can be
+rounding noise (ē/s_e of two noises is anything: |t| up to 1e6 was seen on real data, where the
+only previous guard, Σe² - n ē² > 1e-10 ē² against float64 cancellation, let it through). The
+test is made only where both are resolved: ``s_e > δ`` and ``|ē| > δ`` with the resolution
+``δ = SHARE_RESOLUTION x p1`` (:data:`SHARE_RESOLUTION` = 1e-5, about 84 float32 units in the last
+place of the cell's pooled attention share p1; two summation orders of the same maps differ by
+up to 3e-7 of the share on the golden model, and batching can move a deep model's maps by more).
+Elsewhere t and p_genome are NaN and the cell is not significant: genomes whose excesses agree
+to 5 significant digits are one observation, not n, and an excess below δ is no excess. The
+cancellation guard stays. The resolution is set for float32 attention: maps from a bf16 forward
+pass (autocast on a GPU) carry bf16 rounding (2^-8), which it does not cover.
 """
 
 from __future__ import annotations
@@ -52,9 +55,10 @@ from bertgeom.resources import Domain, protein_domains
 from bertgeom.tokens.kmers import KmerSpec, token_residues
 
 NO_DOMAIN = "no domain"
-#: The genome-level t-test needs a spread of the per-genome excess above this fraction of the
-#: cell's attention share (float32 rounding noise is not a spread; module docstring).
-SPREAD_FLOOR = 1e-5
+#: Relative resolution of a per-genome attention share: the genome-level t-test needs a spread
+#: and a mean of the per-genome excess above this fraction of the cell's attention share
+#: (float32 rounding is neither; module docstring).
+SHARE_RESOLUTION = 1e-5
 
 
 @dataclass(frozen=True)
@@ -366,13 +370,14 @@ def _genome_test(layers: Sequence[DomainStats]) -> tuple[Tensor, Tensor, Tensor]
     mean = total / n.clamp(min=1)
     var = ((sq - n * mean**2) / (n - 1).clamp(min=1)).clamp(min=0)
     se = (var / n.clamp(min=1)).sqrt()
-    # the float32 guard (module docstring): a spread of rounding noise is no spread
+    # the float32 guard (module docstring): spread and mean must exceed the shares' resolution
     share = torch.stack([s.attention for s in layers]).cpu() / torch.stack(
         [s.content_attention for s in layers]
     ).cpu()[..., None].clamp(min=1e-300)
-    floor = (SPREAD_FLOOR * share) ** 2
+    delta = SHARE_RESOLUTION * share
+    resolved = (var > delta**2) & (mean.abs() > delta)
     # Σe² - n ē² cancels to rounding noise (~1e-16 ē²) when every genome has the same excess
-    ok = (n >= 2) & (var > 1e-10 * mean**2) & (var > floor) & (var > 0)
+    ok = (n >= 2) & (var > 1e-10 * mean**2) & resolved & (var > 0)
     t = torch.where(ok, mean / torch.where(ok, se, 1.0), torch.nan)
     df = (n - 1).clamp(min=1).expand_as(t).numpy()
     p = torch.from_numpy(2 * student.sf(np.abs(t.numpy()), df))

@@ -11,13 +11,14 @@ the token-to-domain membership is built once per batch. Table ``domains``: one r
 class, head and domain.
 
 Intended difference from the previous engine (issue 14 item 6): the genome-level t-test is made
-only when the spread of the per-genome excess exceeds the float32 resolution of the attention
-share (``s_e > 1e-5 x share``, :data:`~bertgeom.geometry.domains.SPREAD_FLOOR`, about 84 float32
-units in the last place); genomes identical up to float32 rounding gave |t| up to 1e6 and were
-called significant, and spreads of a few units in the last place gave t values that two
-summation orders of the same maps changed by 15 %. Such cells now
-have t and p_genome NaN and significant_genome False. Everything else is equal to the previous
-engine to float32 rounding (the key mass is summed in another order: about 1e-7 relative).
+only where the per-genome excess is resolved: its standard deviation s_e and its mean ē both
+above ``δ = 1e-5 x`` the cell's attention share
+(:data:`~bertgeom.geometry.domains.SHARE_RESOLUTION`, about 84 float32 units in the last place).
+Near-clonal genomes whose excess is float32 rounding gave |t| up to 1e6 and were called
+significant; those cells now have t and p_genome NaN and significant_genome False. Everything
+else equals the previous engine to float32 rounding (the content rows' key mass is summed in
+another order: attention shares within 3e-7 relative, z within 3e-6 absolute on the golden
+model).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import pandas as pd
 import torch
 
 from bertgeom.geometry.domains import (
-    SPREAD_FLOOR,
+    SHARE_RESOLUTION,
     DomainStats,
     domain_enrichment,
     genome_domain_stats,
@@ -102,14 +103,15 @@ class Domains(Measure):
             "The genome is the unit: each genome's excess e_g (its own attention share minus "
             "its own token share of the domain); a one-sample t-test of mean e = 0 over the "
             "class's genomes, two-sided, n − 1 degrees of freedom, at the same Bonferroni level. "
-            "Guards: no test below 2 genomes; none when the sample standard deviation s_e is at "
-            f"most {SPREAD_FLOOR:g} × the cell's pooled attention share (about 84 float32 units "
-            "in the last place: genomes whose shares agree to 5 significant digits are one "
-            "observation, not n, and float32 rounding of the attention maps is no spread) or "
-            "when Σe² − n ē² is at most 1e-10 ē² (float64 cancellation); such cells have t = "
-            "NaN and are not significant.",
+            "Guards: no test below 2 genomes; none unless the sample standard deviation s_e and "
+            f"the mean ē both exceed the resolution δ = {SHARE_RESOLUTION:g} × the cell's pooled "
+            "attention share p1 (about 84 float32 units in the last place: genomes whose "
+            "excesses agree to 5 significant digits are one observation, not n, and a mean "
+            "excess below δ is float32 rounding of the attention maps); none when Σe² − n ē² is "
+            "at most 1e-10 ē² (float64 cancellation). Such cells have t = NaN and are not "
+            "significant.",
             "t = ē / (s_e / √n),  e_g = share_g(attention) − share_g(tokens),  "
-            f"tested only if s_e > {SPREAD_FLOOR:g} · p1",
+            f"tested only if s_e > δ and |ē| > δ,  δ = {SHARE_RESOLUTION:g} · p1",
         ),
     )
 
