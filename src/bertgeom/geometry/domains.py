@@ -206,10 +206,15 @@ def content_key_mass(attn: Tensor, mask: Tensor) -> Tensor:
     (batch, head, k_pos), zero at PAD keys
     """
     a = attn if attn.dtype in (torch.float32, torch.float64) else attn.float()
+    b, h, q, k = a.shape
     real = mask.to(a.dtype)
-    rows = (a @ real[:, None, :, None])[..., 0]  # (batch, head, q) mass on the real keys
+    # (batch, 1, k) @ (batch, k, head*q): a row vector times the transposed maps is a plain
+    # matrix product (a matrix times a column vector runs ~3x slower on the CPU)
+    flat = a.reshape(b, h * q, k)
+    rows = torch.bmm(real[:, None, :], flat.transpose(1, 2)).view(b, h, q)  # mass on real keys
     weight = content_mask(mask, True).to(a.dtype)[:, None, :] / torch.where(rows > 0, rows, 1.0)
-    return (weight[:, :, None, :] @ a)[:, :, 0, :] * real[:, None, :]
+    cols = torch.bmm(weight.reshape(b * h, 1, q), a.reshape(b * h, q, k)).view(b, h, k)
+    return cols * real[:, None, :]
 
 
 def genome_domain_stats(

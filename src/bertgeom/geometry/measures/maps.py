@@ -7,10 +7,11 @@ both in :class:`Sums` (float32 maps, float64 counts), which grow with the widest
 padding: a narrower batch adds to the top-left block), so the mean map does not depend on how
 genomes of different lengths are batched and the merge of two streams is their sum. The layers'
 maps are held by reference until the batch's predictions give the buckets (no copy for a float32
-model), then added one layer at a time; nothing is copied to the host inside a batch (which
-genomes are kept is read before the forward pass). Besides, the full maps (every layer and head,
-PAD query rows zeroed, float16) of the ``keep`` first genomes of each class in stream order, one
-array per genome (the merge appends them).
+model), then added one layer at a time through one reused scratch map (PAD rows zeroed) and an
+``index_add_`` into the contiguous per-layer sum; nothing is copied to the host inside a batch
+(which genomes are kept is read before the forward pass). Besides, the full maps (every layer
+and head, PAD query rows zeroed, float16) of the ``keep`` first genomes of each class in stream
+order, one array per genome (the merge appends them).
 
 ``finish`` divides the sums into the class means once and uses them for everything: the arrays
 ``maps`` (``maps.npz``/``maps.json``: class_mean float16, classes; genome_maps, genome_lengths,
@@ -139,6 +140,7 @@ class Maps(Measure):
         self._kept_idx: Tensor | None = None  # this batch's kept genomes (None: none)
         self._kept_layers: list[Tensor] = []  # their maps, per layer
         self._mean: np.ndarray | None = None  # class means, once finished
+        self._buffer: Tensor | None = None  # scratch: one layer's maps, PAD query rows zeroed
 
     # ------------------------------------------------------------------ stream
     def begin_batch(self, batch: BatchInfo) -> None:
@@ -181,9 +183,15 @@ class Maps(Measure):
             self.sums.values["map_sum"] = total = grown
         buckets = buckets.to(held[0].device)
         real = mask.to(torch.float32)[:, None, :, None]  # (batch, 1, q, 1)
-        block = total[..., :p, :p]  # a view: the batch's positions
+        buf = self._buffer
+        if buf is None or buf.shape != held[0].shape or buf.device != held[0].device:
+            # one scratch map reused by every layer and batch of this width: a fresh 50 MB
+            # tensor per layer cost 3x the multiplication itself on the CPU (page faults)
+            self._buffer = buf = torch.empty_like(held[0], dtype=torch.float32)
         for layer in range(n_layers):  # (head, bucket, q, k) += (head, batch, q, k)
-            block[layer].index_add_(1, buckets, (held[layer] * real).transpose(0, 1))
+            torch.mul(held[layer], real, out=buf)
+            src = buf if p == width else torch.nn.functional.pad(buf, (0, width - p, 0, width - p))
+            total[layer].index_add_(1, buckets, src.transpose(0, 1))
         rows = torch.nn.functional.pad(mask.double(), (0, width - p))  # (batch, q)
         self.sums.index_add("map_count", 0, buckets, rows, self.info.n_buckets)
 
@@ -215,6 +223,7 @@ class Maps(Measure):
 
     # ------------------------------------------------------------------ output
     def finish(self, genomes: Genomes) -> dict[str, Any]:
+        self._buffer = None
         total, count = self.sums.get("map_sum"), self.sums.get("map_count")
         out: dict[str, Any] = {}
         arrays: dict[str, np.ndarray] = {"classes": np.asarray(self.info.classes)}
