@@ -138,6 +138,7 @@ class Maps(Measure):
         self._n_seen = 0  # genomes of the finished batches
         self._held: list[Tensor] = []  # this batch's maps, per layer
         self._kept_idx: Tensor | None = None  # this batch's kept genomes (None: none)
+        self._kept_at_batch: list[int] = []  # the same, on the host
         self._kept_layers: list[Tensor] = []  # their maps, per layer
         self._mean: np.ndarray | None = None  # class means, once finished
         self._buffer: Tensor | None = None  # scratch: one layer's maps, PAD query rows zeroed
@@ -146,6 +147,7 @@ class Maps(Measure):
     def begin_batch(self, batch: BatchInfo) -> None:
         self.abort_batch()
         kept = torch.nonzero(batch.keep_maps.cpu()).flatten()  # before the forward pass
+        self._kept_at_batch = kept.tolist()
         self._kept_idx = kept.to(batch.mask.device) if len(kept) else None
 
     def update(self, layer: int, view: Any, batch: BatchInfo) -> None:
@@ -165,7 +167,7 @@ class Maps(Measure):
             lengths = batch.mask[self._kept_idx].sum(-1).cpu().tolist()
             self._kept_maps.extend(maps[i] for i in range(len(maps)))
             self._kept_lengths.extend(int(n) for n in lengths)
-            self._kept_at.extend(self._n_seen + int(i) for i in self._kept_idx.cpu().tolist())
+            self._kept_at.extend(self._n_seen + i for i in self._kept_at_batch)
         self._kept_idx = None
         self._n_seen += batch.size
 
