@@ -193,8 +193,8 @@ def content_key_mass(attn: Tensor, mask: Tensor) -> Tensor:
     """Attention mass each key receives from the content query rows, rows renormalised over the
     real keys: ``m_j = Σ_{i content} A_ij [j real] / Σ_{j' real} A_ij'``.
 
-    Two batched matrix-vector products over ``attn`` (row sums over the real keys, then the
-    weighted column sums); no copy of the maps.
+    Two batched row-vector products over ``attn`` (row sums over the real keys, then the
+    weighted column sums): each map is read twice and never copied.
 
     Parameters
     ----------
