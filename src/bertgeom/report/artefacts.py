@@ -101,6 +101,13 @@ class StageArtefacts:
         """The resolved config from the manifest ({} when unknown)."""
         return dict((self.manifest or {}).get("config") or {})
 
+    def measure_options(self, measure: str) -> dict[str, Any]:
+        """The options ``analyze`` used for ``measure`` (its manifest's ``config.measures``;
+        empty when not recorded)."""
+        measures = self.config.get("measures")
+        opts = measures.get(measure) if isinstance(measures, dict) else None
+        return opts if isinstance(opts, dict) else {}
+
     @property
     def summary(self) -> dict[str, Any]:
         """The stage summary from the manifest ({} when unknown)."""

@@ -196,7 +196,7 @@ MAP_CAPTIONS = {
 def _map_figures(a: StageArtefacts) -> str:
     """The PCA, t-SNE and UMAP maps of the [CLS] vectors side by side, with the notes on maps
     that were skipped or whose perplexity / neighbourhood was clipped."""
-    methods = str(a.config.get("map_methods", "pca")).split(",")
+    methods = str(a.measure_options("embeddings").get("maps", "pca")).split(",")
     figs = []
     if "pca" in methods or "embedding_maps" in a.figures:
         figs.append(fig(
