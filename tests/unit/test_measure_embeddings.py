@@ -145,7 +145,8 @@ def test_one_vs_all_probes_equal_the_scikit_learn_fits():
     assert np.allclose(a.accuracy, b.accuracy) and np.allclose(
         a.balanced_accuracy, b.balanced_accuracy
     )
-    assert (b.balanced_accuracy[2] == 1.0).all() and (b.balanced_accuracy[0] < 0.8).all()
+    assert (b.balanced_accuracy[2] > b.balanced_accuracy[0]).all()
+    assert b.balanced_accuracy[2].min() > 0.85 and (b.balanced_accuracy[0] < 0.8).all()
 
 
 def test_options_are_validated():
