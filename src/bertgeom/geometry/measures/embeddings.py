@@ -152,6 +152,8 @@ class Embeddings(Measure):
         "output_histogram",
         "nonlinear_maps",
     )
+    #: one row per genome: drawn, never loaded by the report
+    per_genome = ("embedding_maps", "nonlinear_maps")
     definitions = (
         (
             "Embeddings",
