@@ -216,7 +216,7 @@ def _map_figures(a: StageArtefacts) -> str:
     notes = [str(n) for n in a.summary.get("notes") or () if str(n).split(":")[0] in MAP_CAPTIONS]
     if notes:
         out += note("2-D maps: " + "; ".join(esc(n) for n in notes) + ".")
-    cfg = a.config
+    cfg = a.measure_options("embeddings")
     if any(f"embedding_maps_{m}" in a.figures for m in MAP_CAPTIONS) and "map_genomes" in cfg:
         out += para(
             f"The t-SNE and UMAP maps use at most {int(cfg['map_genomes']):,} genomes (a seeded "
