@@ -184,6 +184,13 @@ class Domains(Measure):
 
         return domains_section(run)
 
+    @classmethod
+    def findings(cls, run: Any) -> list[str]:
+        from bertgeom.report import findings
+
+        s = findings.domain_finding(run.analyze.table("domains"))
+        return [s] if s else []
+
 
 def domains_table(stats: list[DomainStats], classes: tuple[str, ...], alpha: float) -> pd.DataFrame:
     """Attention share vs token share per (layer, class, head, domain): the paper's proportions

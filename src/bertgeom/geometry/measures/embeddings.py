@@ -308,6 +308,20 @@ class Embeddings(Measure):
 
         return embeddings_section(run)
 
+    @classmethod
+    def findings(cls, run: Any) -> list[str]:
+        from bertgeom.report import findings
+
+        a = run.analyze
+        return [
+            s
+            for s in (
+                findings.cls_cone_finding(a.table("cls_cone")),
+                findings.probe_finding(a.table("embeddings")),
+            )
+            if s
+        ]
+
 
 def _add_rows(sums: Sums, name: str, dim: int, index: torch.Tensor, value: torch.Tensor, size: int):
     """``Sums.index_add``, but each genome added into the running sum in place, in stream order:

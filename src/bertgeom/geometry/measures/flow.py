@@ -66,6 +66,13 @@ class Flow(Measure):
 
         return flow_section(run)
 
+    @classmethod
+    def findings(cls, run: Any) -> list[str]:
+        from bertgeom.report import findings
+
+        s = findings.flow_finding(run.analyze.table("flow"))
+        return [s] if s else []
+
 
 def flow_table(
     cone_summary: pd.DataFrame | None,
