@@ -247,9 +247,11 @@ def score_directionality(
     -------
     (batch, head) float64 in [0, 1]
     """
-    keep = _content(mask, q.shape[0], q.shape[-2], q.device, drop_special)
-    w = keep[:, None, :, None].double()
-    q, k = q.double() * w, k.double() * w
+    q, k = q.double(), k.double()
+    if mask is not None or drop_special:
+        keep = _content(mask, q.shape[0], q.shape[-2], q.device, drop_special)
+        w = keep[:, None, :, None].double()
+        q, k = q * w, k * w
     gq, gk = q.transpose(-1, -2) @ q, k.transpose(-1, -2) @ k  # (batch, head, d_head, d_head)
     c = k.transpose(-1, -2) @ q
     m2 = (gq * gk).sum((-1, -2))  # ||M||²; Gq, Gk symmetric
