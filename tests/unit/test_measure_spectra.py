@@ -12,6 +12,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import bertgeom.geometry.measures.spectra as spectra_measure
 from bertgeom.errors import ConfigError
 from bertgeom.geometry.capture import Capture
 from bertgeom.geometry.measures.base import BatchInfo, Genomes, options_from
@@ -130,9 +131,12 @@ def test_subset_is_the_first_correct_genomes_whatever_the_batch_size(captured):
     assert "histogram_entropy_compat" not in correct.columns  # compat off by default
 
 
-def test_values_are_the_spectra_of_the_chosen_genomes(captured):
-    """Held candidates (decided at end_batch) and sure ones (decomposed during the forward
-    pass) both get the spectra of their own matrices."""
+@pytest.mark.parametrize("hold", [1 << 28, 0])
+def test_values_are_the_spectra_of_the_chosen_genomes(captured, hold, monkeypatch):
+    """Held candidates (decided at end_batch), sure ones (decomposed during the forward pass)
+    and those beyond the hold budget (decomposed, kept if chosen) all get the spectra of their
+    own matrices."""
+    monkeypatch.setattr(spectra_measure, "HOLD_BYTES", hold)
     _model, mask, layers = captured
     # quota 2; batches [0 2] (class 0: both sure), [2 0 1] (class 0: two held; class 1: one
     # sure), [3 0 1] (class 0 closed; class 1: two held)
@@ -150,11 +154,15 @@ def test_values_are_the_spectra_of_the_chosen_genomes(captured):
     assert np.isfinite(values["A"][..., 5]).all() and np.isnan(values["Z"][..., 5]).all()
 
 
-def test_a_class_never_right_stops_offering_candidates(captured):
+@pytest.mark.parametrize("hold", [1 << 28, 0])
+def test_a_class_never_right_stops_offering_candidates(captured, hold, monkeypatch):
+    monkeypatch.setattr(spectra_measure, "HOLD_BYTES", hold)  # 0: decomposed, then dropped
     m = stream(captured, [2] * 12, [4, 8], genomes=2)  # quota 1 per class
     assert m._counts[2].tolist() == [LOOK, 0]
     assert m.subset()[0].tolist() == [2]  # one misclassified kept
     assert len(m.extra_state()["log_buckets"]) == LOOK
+    _, values = m.subset()
+    assert all(len(v) == 1 and np.isfinite(v[..., :4]).all() for v in values.values())
 
 
 @settings(

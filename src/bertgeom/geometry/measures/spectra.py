@@ -14,10 +14,13 @@ genome in stream order (:func:`replay`), so the subset does not depend on the ba
 
 Only the genomes that will be chosen are decomposed. At the start of a batch (predictions not
 known) the *candidates* are, per open class, its first ``LOOK x quota - seen`` genomes of the
-batch (the only ones the rule can reach). When every candidate of a class is sure to be chosen
-whatever the predictions (no more of them than either quota has room for), their spectra are
-computed layer by layer during the forward pass; the other candidates' tensors are held until
-``end_batch``, where the predictions decide which are chosen, and only those are decomposed.
+batch (the only ones the rule can reach). The first min(quota - correct, quota - misclassified)
+candidates of a class are chosen whatever the predictions: their spectra are computed layer by
+layer during the forward pass. The other candidates' tensors are held until ``end_batch``,
+where the predictions decide which are chosen, and only those are decomposed; beyond
+:data:`HOLD_BYTES` of held tensors a batch's further candidates are decomposed during the
+forward pass (as the old engine did) and dropped when not chosen, so memory stays bounded
+(a batch of one class at the start of the stream would otherwise hold up to the whole batch).
 
 Merge: the subset is prefix-dependent, so the state is an ordered log of the candidates the
 rule considered (their buckets: class, or classes + class when misclassified), whether each
@@ -58,6 +61,10 @@ SPECTRA_VALUES = (
 LOOK = 4
 #: Bins of the ``compat`` histogram entropy (the research code's).
 HISTOGRAM_BINS = 20
+#: Bytes of candidate tensors a batch may hold until its predictions are known; candidates
+#: beyond it are decomposed during the forward pass like the sure ones (and dropped at
+#: ``end_batch`` when not chosen): memory stays bounded whatever the class order.
+HOLD_BYTES = 1 << 28
 
 
 def quota(genomes: int, n_classes: int) -> int:
@@ -145,11 +152,12 @@ def _point_matrices(view: Any, rows: Tensor) -> dict[str, Tensor]:
 
 class _Pending:
     """One batch in progress: its candidates, the values computed during the forward pass
-    (sure candidates) and the held tensors (the others)."""
+    (``sure``: candidates sure to be chosen, and those beyond the hold budget) and the held
+    tensors (the others)."""
 
     def __init__(self, cand: np.ndarray, sure: np.ndarray, mask: Tensor) -> None:
         self.cand = cand  # (batch,) bool
-        self.sure = sure  # (batch,) bool, a subset of cand
+        self.sure = sure  # (batch,) bool, a subset of cand: decomposed during the forward pass
         dev = mask.device
         self.sure_rows = torch.as_tensor(np.flatnonzero(sure), device=dev)
         self.held_rows = torch.as_tensor(np.flatnonzero(cand & ~sure), device=dev)
@@ -225,8 +233,11 @@ class Spectra(Measure):
                 continue
             idx = np.flatnonzero(labels == c)[: LOOK * q - seen[c]]
             cand[idx] = True
-            if len(idx) <= min(q - correct[c], q - wrong[c]):
-                sure[idx] = True  # chosen whatever the predictions
+            # the first min(q - correct, q - wrong) are chosen whatever the predictions
+            sure[idx[: min(q - correct[c], q - wrong[c])]] = True
+        held = np.flatnonzero(cand & ~sure)
+        budget = HOLD_BYTES // max(self._genome_bytes(batch.mask.shape[1]), 1)
+        sure[held[budget:]] = True  # beyond the budget: decomposed now, kept if chosen
         if cand.any():
             self._pending = _Pending(cand, sure, batch.mask)
 
@@ -249,8 +260,6 @@ class Spectra(Measure):
         buckets = batch.buckets.cpu().numpy()[b.cand]  # candidates in stream order
         considered, chosen, counts = replay(buckets, self.info.n_classes, self.quota, self._counts)
         sure = b.sure[b.cand]
-        if not chosen[sure].all():
-            raise AssertionError("spectra: a candidate sure to be chosen was not")
         pick = chosen[~sure]  # held candidates that are chosen
         held_values: dict[str, list[Tensor]] = {}
         if pick.any():
@@ -281,6 +290,12 @@ class Spectra(Measure):
 
     def abort_batch(self) -> None:
         self._pending = None
+
+    def _genome_bytes(self, pos: int) -> int:
+        """Bytes of one genome's held tensors (all layers, float32)."""
+        i = self.info
+        per_layer = i.n_heads * pos * (pos + i.d_head) + len(LAYER_POINTS) * pos * i.d_model
+        return 4 * i.n_layers * per_layer
 
     def _values_of(self, mats: dict[str, Tensor], mask: Tensor) -> dict[str, Tensor]:
         """(genome, head, len(SPECTRA_VALUES)) float64 values of each point's matrices."""
