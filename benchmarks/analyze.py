@@ -1,14 +1,24 @@
-"""Throughput and peak memory of ``bertgeom analyze``, side by side with the model's own forward
-pass with attentions returned.
+"""Throughput of ``bertgeom analyze`` against the model's own forward pass, in one process.
 
-Usage: python benchmarks/analyze.py --prepared PREPARED_DIR [--preset small | --model MODEL_DIR]
-       [--genomes 256 1024] [--device cuda] [--only cone,gates,...] [--per-family]
+Usage: python benchmarks/analyze.py --prepared PREPARED_DIR [--preset small base | --model DIR]
+       [--genomes 256] [--batch 16] [--device cuda] [--only cone,gates,...]
+       [--memory 1000 10000]
 
-For each preset a randomly initialised classifier (speed does not depend on the weights) is saved
-to a temporary model directory and analysed on class-stratified samples of the given sizes
-(split "all"), each run in a fresh process; peak memory is that process's peak RSS growth
-(CPU) or torch's peak allocated memory (GPU), so flat memory shows as equal figures across
-sample sizes. ``--per-family`` adds one run per measure family alone (where the time goes).
+Per preset (a randomly initialised classifier: speed does not depend on the weights) on a
+class-stratified sample of ``--genomes`` genomes (split "all"), in this one process and on the
+same batches:
+
+1. the forward pass with attentions returned (eager attention; bf16 autocast on a GPU): the
+   baseline, timed after one warm-up batch;
+2. ``analyze``'s stream with the chosen measures (every default one unless ``--only``), its
+   genomes/s and the ratio analyze / forward, and the seconds each measure's stream work took
+   (``Stream(profile=True)``: the device is synchronised around each call, so on a GPU the
+   per-measure split is indicative and the total is measured in a separate, unprofiled pass);
+3. the post-stream work of each measure (``finish``: tables, probes, maps), timed separately.
+
+``--memory N ...`` adds peak-memory rows: one ``analyze`` run per sample size, each in a fresh
+process (peak RSS growth on the CPU, torch's peak allocated memory on a GPU), so flat memory
+shows as equal figures across sizes.
 """
 
 from __future__ import annotations
@@ -20,35 +30,115 @@ import time
 from pathlib import Path
 
 
-def forward_rate(model_dir: Path, prepared: Path, n: int, batch: int, device: str) -> float:
-    """Genomes/s of the bare model with ``output_attentions=True`` (eager), bf16 on GPU."""
+def build_models(prepared: Path, presets: list[str], tmp: Path) -> list[tuple[str, Path]]:
+    """A randomly initialised classifier per preset, with the data's vocabulary, saved."""
+    from bertgeom.model.data import load_split, sequences_for
+    from bertgeom.model.presets import bert_config, build_classifier
+    from bertgeom.model.store import save_model_dir
+    from bertgeom.resources import CLASSES
+    from bertgeom.tokens.kmers import KmerSpec
+    from bertgeom.tokens.vocab import build_vocabulary
+
+    train = load_split(prepared, "train")
+    vocab = build_vocabulary([sequences_for(train, "aligned")], KmerSpec(), 1)
+    out = []
+    for preset in presets:
+        model_dir = tmp / preset
+        config = bert_config(preset, vocab.size, vocab.n_positions(), list(CLASSES))
+        save_model_dir(
+            build_classifier(config, 0), vocab, {"labels": list(CLASSES), "preset": preset},
+            model_dir,
+        )  # fmt: skip
+        out.append((preset, model_dir))
+    return out
+
+
+def forward_seconds(model_dir: Path, p, device: str) -> float:
+    """Seconds of the bare forward pass with attentions (eager) over the plan's batches."""
+    import numpy as np
     import torch
 
-    from bertgeom.model.data import collate, load_split, sequences_for
+    from bertgeom.model.data import collate
     from bertgeom.model.store import load_model_dir
 
-    bundle = load_model_dir(model_dir, device=device, attn_implementation="eager")
-    df = load_split(prepared, "train").head(n)
-    ids = bundle.vocab.encode(sequences_for(df, "aligned"))
-    gpu = device.startswith("cuda")
-    t = time.perf_counter()
-    with torch.inference_mode(), torch.autocast("cuda", torch.bfloat16, enabled=gpu):
-        for a in range(0, len(ids), batch):
-            b = {k: v.to(device) for k, v in collate(ids[a : a + batch]).items()}
-            bundle.model(**b, output_attentions=True)
-    if gpu:
+    model = load_model_dir(model_dir, device=device, attn_implementation="eager").model.eval()
+    gpu, batch = device.startswith("cuda"), p.config.batch_size
+    batches = [
+        {k: v.to(device) for k, v in collate(p.ids[a : a + batch].astype(np.int64)).items()}
+        for a in range(0, p.n, batch)
+    ]
+
+    def one(b):
+        with torch.autocast("cuda", torch.bfloat16, enabled=gpu):
+            model(**b, output_attentions=True)
+
+    with torch.inference_mode():
+        one(batches[0])  # warm-up
+        if gpu:
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        for b in batches:
+            one(b)
+        if gpu:
+            torch.cuda.synchronize()
+    return time.perf_counter() - t
+
+
+def analyze_in_process(model_dir: Path, prepared: Path, args, device: str) -> dict:
+    """Forward, stream (profiled and not), and post-stream timings in this process."""
+    import torch
+
+    from bertgeom.config import AnalyzeConfig
+    from bertgeom.geometry.measures.base import Genomes
+    from bertgeom.pipeline import analyze
+
+    cfg = AnalyzeConfig(
+        split="all", max_genomes=args.genomes, batch_size=args.batch, device=device,
+        all_genomes=True, only=args.only,
+    )  # fmt: skip
+    p = analyze.plan(model_dir, prepared, cfg)
+    forward = forward_seconds(model_dir, p, device)
+    warm = analyze.new_stream(p)  # warm-up: one batch through the hooks and measures
+    analyze.stream_genomes(p, warm, 0, min(p.config.batch_size, p.n), progress=False)
+    stream = analyze.new_stream(p)
+    if device.startswith("cuda"):
         torch.cuda.synchronize()
-    return len(ids) / (time.perf_counter() - t)
+    t = time.perf_counter()
+    state = analyze.stream_genomes(p, stream, 0, p.n, progress=False)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    streaming = time.perf_counter() - t
+    profiled = analyze.new_stream(p)
+    profiled.profile = True
+    analyze.stream_genomes(p, profiled, 0, p.n, progress=False)
+    import numpy as np
+
+    preds = np.concatenate(state.preds)
+    genomes = Genomes(p.df.id.to_numpy(), p.y, np.ones(p.n, bool), True, cfg.seed)
+    finish: dict[str, float] = {}
+    tables: dict = {}
+    for m in stream.measures:
+        t = time.perf_counter()
+        tables |= m.finish(genomes)
+        finish[m.name] = time.perf_counter() - t
+    for m in stream.measures:
+        t = time.perf_counter()
+        tables |= m.derive(tables)
+        finish[m.name] += time.perf_counter() - t
+    del preds
+    return {
+        "n": p.n,
+        "forward": forward,
+        "stream": streaming,
+        "per_measure": profiled.times,
+        "finish": finish,
+        "batch": p.config.batch_size,
+    }
 
 
-def analyze_once(
-    model_dir: str, prepared: str, out: str, n: int, batch: int, device: str, only: str
-) -> tuple[int, float, float]:
-    """One analyze run in this (fresh) process: (genomes, genomes/s, peak memory MiB).
-
-    Peak memory: torch's peak allocated bytes on GPU, else the process's peak RSS growth over
-    what it held before the run (the imports and the model's first load included in neither).
-    """
+def memory_once(model_dir: str, prepared: str, out: str, n: int, batch: int, device: str,
+                only: str) -> tuple[int, float, float]:  # fmt: skip
+    """One analyze run in this (fresh) process: (genomes, genomes/s, peak memory MiB)."""
     import torch
 
     from bertgeom.config import AnalyzeConfig
@@ -57,14 +147,9 @@ def analyze_once(
     gpu = device.startswith("cuda")
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     cfg = AnalyzeConfig(
-        split="all",
-        max_genomes=n,
-        batch_size=batch,
-        device=device,
-        all_genomes=True,
-        only=only,
-        map_methods="pca",
-    )
+        split="all", max_genomes=n, batch_size=batch, device=device, all_genomes=True,
+        only=only, measures={"embeddings": {"maps": "pca"}},
+    )  # fmt: skip
     s = analyze.run(Path(model_dir), Path(prepared), Path(out), cfg, progress=False)
     mem = (
         torch.cuda.max_memory_allocated() / 2**20
@@ -75,11 +160,11 @@ def analyze_once(
 
 
 def in_child(*args: object) -> tuple[int, float, float]:
-    """``analyze_once`` in a spawned process, so each run's peak memory is its own."""
+    """``memory_once`` in a spawned process, so each run's peak memory is its own."""
     import multiprocessing as mp
 
     with mp.get_context("spawn").Pool(1) as pool:
-        return pool.apply(analyze_once, args)
+        return pool.apply(memory_once, args)
 
 
 def main() -> None:
@@ -87,68 +172,58 @@ def main() -> None:
     ap.add_argument("--prepared", required=True)
     ap.add_argument("--preset", nargs="+", default=["small"])
     ap.add_argument("--model", default="", help="a trained model directory instead of presets")
-    ap.add_argument("--genomes", nargs="+", type=int, default=[64, 256])
-    ap.add_argument("--batch", type=int, default=0, help="0 = 64 GPU / 8 CPU")
+    ap.add_argument("--genomes", type=int, default=256)
+    ap.add_argument("--batch", type=int, default=0, help="0 = 64 GPU / 16 CPU")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--only", default="")
-    ap.add_argument("--per-family", action="store_true", help="also time each measure family alone")
+    ap.add_argument("--memory", nargs="*", type=int, default=[], help="sample sizes")
     args = ap.parse_args()
 
     import torch
 
-    from bertgeom.model.data import load_split, sequences_for
-    from bertgeom.model.presets import bert_config, build_classifier
-    from bertgeom.model.store import save_model_dir
-    from bertgeom.resources import CLASSES
-    from bertgeom.tokens.kmers import KmerSpec
-    from bertgeom.tokens.vocab import build_vocabulary
-
     device = (
         ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     )
-    gpu = device.startswith("cuda")
-    batch = args.batch or (64 if gpu else 8)
+    args.batch = args.batch or (64 if device.startswith("cuda") else 16)
     prepared = Path(args.prepared)
-    families = ["cone", "gates", "domains", "direction", "spectra", "embeddings", "maps"]
-    rows = []
+    where = torch.cuda.get_device_name() if device.startswith("cuda") else (
+        f"CPU, {torch.get_num_threads()} threads"
+    )  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
-        models: list[tuple[str, Path]] = []
-        if args.model:
-            models.append((Path(args.model).name, Path(args.model)))
-        else:
-            train = load_split(prepared, "train")
-            vocab = build_vocabulary([sequences_for(train, "aligned")], KmerSpec(), 1)
-            for preset in args.preset:
-                model_dir = Path(tmp) / preset
-                model = build_classifier(
-                    bert_config(preset, vocab.size, vocab.n_positions(), list(CLASSES)), 0
-                )
-                meta = {"labels": list(CLASSES), "preset": preset}
-                save_model_dir(model, vocab, meta, model_dir)
-                models.append((preset, model_dir))
+        models = (
+            [(Path(args.model).name, Path(args.model))]
+            if args.model
+            else build_models(prepared, args.preset, Path(tmp))
+        )
         for name, model_dir in models:
-            n_max = max(args.genomes)
-            rate = forward_rate(model_dir, prepared, n_max, batch, device)
-            rows.append((name, "model forward, attentions returned", n_max, rate, None))
-            runs = [(args.only or "all measures", args.only, n) for n in args.genomes]
-            if args.per_family:
-                runs += [(f"only {f}", f, min(args.genomes)) for f in families]
-            for what, only, n in runs:
-                out = str(Path(tmp) / f"out_{name}_{n}_{only or 'all'}")
-                got, rate, mem = in_child(
-                    str(model_dir), str(prepared), out, n, batch, device, only
-                )
-                rows.append((name, f"analyze ({what})", got, rate, mem))
-    where = torch.cuda.get_device_name() if gpu else f"CPU, {torch.get_num_threads()} threads"
-    print(
-        f"\nanalyze throughput on {where}, batch {batch} (genomes/s: the streamed pass;"
-        " peak memory: GPU allocated or RSS growth, each run in its own process)\n"
-    )
-    print(f"| {'model':<7} | {'what':<44} | {'genomes':>7} | {'genomes/s':>9} | {'peak MiB':>8} |")
-    print(f"|{'-' * 9}|{'-' * 46}|{'-' * 9}|{'-' * 11}|{'-' * 10}|")
-    for name, what, n, rate, mem in rows:
-        m = "" if mem is None else f"{mem:,.0f}"
-        print(f"| {name:<7} | {what:<44} | {n:>7} | {rate:>9,.1f} | {m:>8} |")
+            r = analyze_in_process(model_dir, prepared, args, device)
+            n = r["n"]
+            fwd, strm = n / r["forward"], n / r["stream"]
+            post = sum(r["finish"].values())
+            print(f"\n{name} on {where}, {n} genomes, batch {r['batch']}, measures: "
+                  f"{args.only or 'every default'}\n")  # fmt: skip
+            print("| what | genomes/s | ratio to forward |")
+            print("| --- | ---: | ---: |")
+            print(f"| forward pass, attentions returned | {fwd:,.1f} | 1.00 |")
+            print(f"| analyze streaming | {strm:,.1f} | {strm / fwd:.3f} |")
+            print(f"| post-stream tables (finish) | {post:,.1f} s in all | |")
+            total = sum(r["per_measure"].values())
+            print("\n| measure | stream s | ms per genome | x forward | finish s |")
+            print("| --- | ---: | ---: | ---: | ---: |")
+            for m, sec in sorted(r["per_measure"].items(), key=lambda kv: -kv[1]):
+                print(f"| {m} | {sec:.2f} | {1e3 * sec / n:.2f} | {sec / r['forward']:.2f} "
+                      f"| {r['finish'].get(m, 0.0):.2f} |")  # fmt: skip
+            print(f"| (all measures) | {total:.2f} | {1e3 * total / n:.2f} | "
+                  f"{total / r['forward']:.2f} | {post:.2f} |")  # fmt: skip
+            if args.memory:
+                print("\n| genomes | genomes/s | peak MiB (each run in its own process) |")
+                print("| ---: | ---: | ---: |")
+                for size in args.memory:
+                    out = str(Path(tmp) / f"mem_{name}_{size}")
+                    got, rate, mem = in_child(
+                        str(model_dir), str(prepared), out, size, args.batch, device, args.only
+                    )
+                    print(f"| {got} | {rate:,.1f} | {mem:,.0f} |")
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from bertgeom import __version__
+from bertgeom import __version__, cli_analyze
 from bertgeom.errors import BertgeomError
 
 DEVICE_HELP = "auto (default: CUDA when present, else CPU), cpu, cuda or cuda:N"
@@ -197,39 +197,6 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_analyze(args: argparse.Namespace) -> int:
-    from bertgeom.config import AnalyzeConfig, resolve
-    from bertgeom.pipeline import analyze
-
-    config = resolve(
-        AnalyzeConfig,
-        _config_table(args.config, "analyze"),
-        {
-            "split": args.split,
-            "max_genomes": args.max_genomes,
-            "only": args.only,
-            "batch_size": args.batch_size,
-            "device": args.device,
-            "keep_maps": args.keep_maps,
-            "all_genomes": True if args.all_genomes else None,
-            "seed": args.seed,
-            "map_methods": args.map_methods,
-            "gate_thresholds": args.gate_thresholds,
-            "compat": True if args.compat else None,
-        },
-        source=args.config or "options",
-    )
-    s = analyze.run(args.model, args.prepared, args.out, config, progress=not args.quiet)
-    print(
-        f"analysed {s.n_genomes} genomes ({s.n_correct} correctly classified, "
-        f"{s.n_included} in the statistics) in {s.seconds:.1f} s "
-        f"({s.genomes_per_s:.1f} genomes/s) -> {args.out}"
-    )
-    for line in s.notes:
-        print(f"note: {line}")
-    return 0
-
-
 def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("prepared", metavar="PREPARED_DIR", help="output of `bertgeom prepare`")
     p.add_argument("--out", required=True, help="model directory to write")
@@ -289,8 +256,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``bertgeom`` argument parser."""
+def build_parser(with_measures: bool = False) -> argparse.ArgumentParser:
+    """The ``bertgeom`` argument parser (``with_measures``: analyze's flag per measure option,
+    which imports the measure registry and torch)."""
     p = argparse.ArgumentParser(
         prog="bertgeom",
         description="SARS-CoV-2 spike variant classification with BERT, and the geometry of "
@@ -374,42 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--quiet", action="store_true")
     pr.set_defaults(func=_cmd_predict)
 
-    pa = sub.add_parser("analyze", help="the geometry of the encoder: attention, cones, gates")
-    pa.add_argument("model", metavar="MODEL_DIR")
-    pa.add_argument("prepared", metavar="PREPARED_DIR")
-    pa.add_argument("--out", required=True, help="output directory")
-    pa.add_argument("--split", help="train, val, test (default) or all")
-    pa.add_argument("--max-genomes", type=int, help="class-stratified sample size (0 = all)")
-    pa.add_argument(
-        "--only",
-        help="comma-separated families: cone, gates, domains, direction, spectra, embeddings, maps",
-    )
-    pa.add_argument(
-        "--all-genomes",
-        action="store_true",
-        help="statistics over all genomes, not only correctly classified ones",
-    )
-    pa.add_argument("--keep-maps", type=int, help="genomes per class whose full maps are kept")
-    pa.add_argument(
-        "--map-methods",
-        help="comma-separated 2-D embedding maps: pca, tsne, umap (needs umap-learn); "
-        "'' = none (default pca,tsne,umap)",
-    )
-    pa.add_argument(
-        "--gate-thresholds",
-        help="gate label thresholds to override, e.g. open=0.85,cluster=0.5 (see docs/formats.md)",
-    )
-    pa.add_argument(
-        "--compat",
-        action="store_true",
-        help="also the research code's entropy variants on the spectra subset (slow)",
-    )
-    pa.add_argument("--batch-size", type=int, help="genomes per forward pass (64 GPU, 16 CPU)")
-    pa.add_argument("--device", help=DEVICE_HELP)
-    pa.add_argument("--seed", type=int)
-    pa.add_argument("--config", help="TOML file with an [analyze] table")
-    pa.add_argument("--quiet", action="store_true")
-    pa.set_defaults(func=_cmd_analyze)
+    cli_analyze.add_parser(sub, with_measures)
 
     pr3 = sub.add_parser(
         "report",
@@ -452,8 +385,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``bertgeom`` command."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    words = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(with_measures="analyze" in words)
+    args = parser.parse_args(words)
     global _MAIN_PID
     _MAIN_PID = os.getpid()
     main_thread = threading.current_thread() is threading.main_thread()

@@ -129,8 +129,10 @@ seed = 1
 [analyze]
 split = "all"
 max_genomes = 8
-spectra_genomes = 4
 all_genomes = true
+
+[analyze.spectra]
+genomes = 4
 """)
     out = run.run(cfg, progress=False, log=lambda _: None)
     return out / "report.html"

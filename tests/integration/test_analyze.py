@@ -24,7 +24,11 @@ FAST = "cone,gates,domains,direction"
 def full_run(tiny_model, ci_prepared, tmp_path_factory):
     out = tmp_path_factory.mktemp("analyze")
     cfg = AnalyzeConfig(
-        split="all", all_genomes=True, max_genomes=12, spectra_genomes=4, batch_size=6, keep_maps=1
+        split="all",
+        all_genomes=True,
+        max_genomes=12,
+        batch_size=6,
+        measures={"spectra": {"genomes": 4}, "maps": {"keep": 1}},
     )
     return analyze.run(tiny_model, ci_prepared, out, cfg, progress=False), out
 
@@ -79,12 +83,17 @@ def test_embedding_maps_pca_tsne_and_umap_or_a_note(full_run):
     n = len(tsne.seq_id.unique())
     assert f"tsne: perplexity 30 clipped to {(n - 1) / 3:.3g} for {n} genomes" in manifest["notes"]
     assert any("umap-learn is not installed" in x for x in manifest["notes"]) == (not umap)
-    assert manifest["map_seconds"]["tsne"] > 0 and summary.notes == tuple(manifest["notes"])
+    assert manifest["embeddings"]["map_seconds"]["tsne"] > 0
+    assert summary.notes == tuple(manifest["notes"])
 
 
 def test_maps_can_be_turned_off(tiny_model, ci_prepared, tmp_path):
     cfg = AnalyzeConfig(
-        split="all", all_genomes=True, max_genomes=8, only="embeddings", map_methods=""
+        split="all",
+        all_genomes=True,
+        max_genomes=8,
+        only="embeddings",
+        measures={"embeddings": {"maps": ""}},
     )
     summary = analyze.run(tiny_model, ci_prepared, tmp_path, cfg, progress=False)
     assert (tmp_path / "embeddings.tsv").is_file() and summary.notes == ()
@@ -115,21 +124,11 @@ def test_table_invariants(full_run):
         assert z["genome_maps"].shape[1:3] == mean.shape[:2]
 
 
-def test_one_batch_equals_many(tiny_model, ci_prepared, tmp_path, monkeypatch):
-    """Batch size 8, 3, 8 with both layers' gate statistics in one call (a large gate hold
-    budget, the GPU's way), and 8 with the cluster tables of every layer solved alone (a
-    cluster hold budget of 1 byte): the same tables."""
-    import functools
-
-    from bertgeom.geometry import accumulate
-
+def test_one_batch_equals_many(tiny_model, ci_prepared, tmp_path):
+    """Batch sizes 8, 3 and 5: the same tables."""
     tables = []
-    plain = accumulate.AccumulatorOptions
-    holds = {"gates": {"gates_hold_bytes": 1 << 40}, "cluster": {"cluster_hold_bytes": 1}}
-    for bs, hold in ((8, None), (3, None), (8, "gates"), (8, "cluster")):
-        out = tmp_path / f"bs{bs}_{hold}"
-        options = functools.partial(plain, **holds[hold]) if hold else plain
-        monkeypatch.setattr(accumulate, "AccumulatorOptions", options)
+    for bs in (8, 3, 5):
+        out = tmp_path / f"bs{bs}"
         cfg = AnalyzeConfig(split="all", all_genomes=True, max_genomes=8, only=FAST, batch_size=bs)
         analyze.run(tiny_model, ci_prepared, out, cfg, progress=False)
         tables.append(
@@ -138,7 +137,7 @@ def test_one_batch_equals_many(tiny_model, ci_prepared, tmp_path, monkeypatch):
                 for n in ("gates", "domains", "cone_summary", "direction")
             }
         )
-    for name, other in itertools.product(tables[0], (1, 2, 3)):
+    for name, other in itertools.product(tables[0], (1, 2)):
         a, b = tables[0][name], tables[other][name]
         num = a.select_dtypes("number").columns
         assert a.drop(columns=num).equals(b.drop(columns=num)), name
@@ -148,8 +147,10 @@ def test_one_batch_equals_many(tiny_model, ci_prepared, tmp_path, monkeypatch):
 
 
 def test_unknown_family_is_a_config_error():
-    with pytest.raises(ConfigError, match="unknown families"):
+    with pytest.raises(ConfigError, match=r"unknown measure\(s\) gatez \(valid: cone"):
         AnalyzeConfig(only="cone,gatez")
+    with pytest.raises(ConfigError, match=r"\[analyze.gates\]: unknown option\(s\) windw"):
+        AnalyzeConfig(measures={"gates": {"windw": 2}})
 
 
 class _Interrupt(Exception):
@@ -168,25 +169,26 @@ def test_interrupted_run_resumes_from_its_checkpoint_to_the_same_outputs(
     """A run stopped in its third batch resumes at genome 6, streams only the batches after
     it, and writes what an uninterrupted run writes: with a checkpoint after every batch
     (stopped by an error), and with no periodic checkpoint (stopped by Ctrl-C in the forward
-    pass: the finished batches are saved on the way out, the spectra quota of the interrupted
-    one given back)."""
-    from bertgeom.geometry.accumulate import GeometryAccumulator
+    pass: the finished batches are saved on the way out)."""
+    from bertgeom.geometry.stream import Stream
     from bertgeom.pipeline.analyze_resume import CHECKPOINT
 
     cfg = AnalyzeConfig(
-        split="all", all_genomes=True, max_genomes=12, batch_size=3, spectra_genomes=8,
-        map_methods="", checkpoint_minutes=0 if how == "periodic" else 600,
+        split="all", all_genomes=True, max_genomes=12, batch_size=3,
+        checkpoint_minutes=0 if how == "periodic" else 600,
+        measures={"spectra": {"genomes": 8}, "embeddings": {"maps": ""}},
     )  # fmt: skip
     analyze.run(tiny_model, ci_prepared, tmp_path / "whole", cfg, progress=False)
     assert not (tmp_path / "whole" / CHECKPOINT).exists()
 
-    end_batch, on_layer = GeometryAccumulator.end_batch, GeometryAccumulator.on_layer
+    batch, on_layer = Stream.batch, Stream._on_layer
     calls = []
     stop = _Interrupt if how == "periodic" else KeyboardInterrupt
 
-    def failing(self, buckets):
-        calls.append(len(buckets))
-        end_batch(self, buckets)
+    def counting(self, inputs, labels, keep_maps=None):
+        out = batch(self, inputs, labels, keep_maps)
+        calls.append(len(labels))
+        return out
 
     def interrupted(self, layer, t):
         if len(calls) == 2 and layer == 1:  # the third batch's forward pass, its last layer
@@ -194,20 +196,14 @@ def test_interrupted_run_resumes_from_its_checkpoint_to_the_same_outputs(
         on_layer(self, layer, t)
 
     out = tmp_path / "resumed"
-    monkeypatch.setattr(GeometryAccumulator, "end_batch", failing)
-    monkeypatch.setattr(GeometryAccumulator, "on_layer", interrupted)
+    monkeypatch.setattr(Stream, "batch", counting)
+    monkeypatch.setattr(Stream, "_on_layer", interrupted)
     with pytest.raises(stop):
         analyze.run(tiny_model, ci_prepared, out, cfg, progress=False)
-    monkeypatch.setattr(GeometryAccumulator, "on_layer", on_layer)
+    monkeypatch.setattr(Stream, "_on_layer", on_layer)
     assert (out / CHECKPOINT).is_file() and not (out / "gates.tsv").exists()
 
     calls.clear()
-
-    def counting(self, buckets):
-        calls.append(len(buckets))
-        end_batch(self, buckets)
-
-    monkeypatch.setattr(GeometryAccumulator, "end_batch", counting)
     summary = analyze.run(tiny_model, ci_prepared, out, cfg, progress=False)
     assert "resuming at genome 6" in capsys.readouterr().err
     assert calls[0] == 3 and sum(calls) == summary.n_genomes - 6  # only the rest streamed
@@ -224,7 +220,7 @@ def test_interrupted_run_resumes_from_its_checkpoint_to_the_same_outputs(
 def test_checkpoint_of_another_run_is_ignored(tiny_model, ci_prepared, tmp_path, capsys):
     from bertgeom.pipeline import analyze_resume
 
-    cfg = AnalyzeConfig(split="all", max_genomes=6, batch_size=3, only="cone", map_methods="")
+    cfg = AnalyzeConfig(split="all", max_genomes=6, batch_size=3, only="cone")
     out = tmp_path / "a"
     out.mkdir()
     (out / analyze_resume.CHECKPOINT).write_bytes(b"not a checkpoint")
@@ -232,38 +228,40 @@ def test_checkpoint_of_another_run_is_ignored(tiny_model, ci_prepared, tmp_path,
     assert "unreadable checkpoint" in capsys.readouterr().err
     assert not (out / analyze_resume.CHECKPOINT).exists()
 
-    # a checkpoint written by a run with another window is not resumed by this one
-    class Acc:  # the accumulator's resume interface
+    class FakeStream:  # the stream's resume interface
         n_done = 3
 
         def state_dict(self):
-            return {"sums": torch.arange(3.0)}
+            return {"n_done": 3, "measures": {"sums": torch.arange(3.0)}}
 
-        def load_state_dict(self, state, device):
-            if "sums" not in state:
-                raise ValueError("accumulator state lacks ['sums']")
+        def load_state_dict(self, state):
+            if "sums" not in state["measures"]:
+                raise ValueError("stream state lacks measures ['sums']")
             self.loaded = state
 
-    acc = Acc()
-    other = replace(cfg, window=5)
-    fp = analyze_resume.fingerprint(other, "cpu", [], np.array(["x"]))
+    s = FakeStream()
+    ids = np.array(["x"])
+    # a checkpoint written by a run with another gate window is not resumed by this one
+    fp = analyze_resume.fingerprint(cfg, {"gates": {"window": 5}}, "cpu", [], ids)
     # predictions may run ahead of the finished batches: the rest is dropped
-    analyze_resume.save(out, fp, acc, [np.zeros(3, np.int64), np.ones(2, np.int64)], 1.0)
-    mine = analyze_resume.fingerprint(cfg, "cpu", [], np.array(["x"]))
-    assert analyze_resume.load(out, mine, acc) is None
-    assert "config (window) differ" in capsys.readouterr().err
-    assert not hasattr(acc, "loaded")
-    resumed = analyze_resume.load(out, fp, acc)
-    assert resumed.start == 3 and np.concatenate(resumed.preds).tolist() == [0, 0, 0]
-    assert torch.equal(acc.loaded["sums"], torch.arange(3.0))
-    # a checkpoint whose contents do not fit is reported and ignored, the accumulator untouched
-    del acc.loaded
-    acc.state_dict = lambda: {}
-    analyze_resume.save(out, fp, acc, [np.zeros(3, np.int64)], 1.0)
-    assert analyze_resume.load(out, fp, acc) is None and not hasattr(acc, "loaded")
-    assert "unusable checkpoint (ValueError: accumulator state lacks" in capsys.readouterr().err
+    analyze_resume.save(out, fp, s, [np.zeros(3, np.int64), np.ones(2, np.int64)], 1.0)
+    mine = analyze_resume.fingerprint(cfg, {"gates": {"window": 3}}, "cpu", [], ids)
+    assert analyze_resume.load(out, mine, s) is None
+    assert "measures differ" in capsys.readouterr().err
+    assert not hasattr(s, "loaded")
+    resumed = analyze_resume.load(out, fp, s)
+    assert np.concatenate(resumed.preds).tolist() == [0, 0, 0]
+    assert torch.equal(s.loaded["measures"]["sums"], torch.arange(3.0))
+    # a checkpoint whose contents do not fit is reported and ignored, the stream untouched
+    del s.loaded
+    s.state_dict = lambda: {"n_done": 3, "measures": {}}
+    analyze_resume.save(out, fp, s, [np.zeros(3, np.int64)], 1.0)
+    assert analyze_resume.load(out, fp, s) is None and not hasattr(s, "loaded")
+    assert "unusable checkpoint (ValueError: stream state lacks" in capsys.readouterr().err
     # options read only after the stream may change
-    assert analyze_resume.fingerprint(replace(cfg, alpha=0.01), "cpu", [], np.array(["x"])) == mine
+    again = analyze_resume.fingerprint(replace(cfg, all_genomes=True), {"gates": {"window": 3}},
+                                       "cpu", [], ids)  # fmt: skip
+    assert again == mine
 
 
 def test_a_roberta_checkpoint_trained_elsewhere_is_analysed(tiny_model, ci_prepared, tmp_path):
@@ -294,7 +292,7 @@ def test_a_roberta_checkpoint_trained_elsewhere_is_analysed(tiny_model, ci_prepa
     assert not (d / "model.safetensors").exists() and (d / "pytorch_model.bin").exists()
 
     out = tmp_path / "out"
-    run_cfg = AnalyzeConfig(split="test", only=FAST, batch_size=4, map_methods="", keep_maps=0)
+    run_cfg = AnalyzeConfig(split="test", only=FAST, batch_size=4)
     summary = analyze.run(d, ci_prepared, out, run_cfg, progress=False)
     assert summary.n_included == summary.n_genomes
     assert any("LABEL_0, LABEL_1, LABEL_2" in n for n in summary.notes)

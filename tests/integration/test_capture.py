@@ -95,3 +95,37 @@ def test_hooks_are_removed():
     with torch.no_grad():
         model(input_ids=ids, attention_mask=mask)
     assert calls == [0, 1]
+
+
+def test_only_the_points_asked_for_are_captured_and_qk_are_the_forward_pass_own():
+    model = tiny("bert")
+    ids, mask = batch()
+    seen = {}
+    hook = Capture(model, lambda i, t: seen.__setitem__(i, t), points={"QK", "O"})
+    with hook, torch.no_grad():
+        model(input_ids=ids, attention_mask=mask)
+    for i, t in seen.items():
+        assert t.A is None and t.Z is None and t.C is None and t.U is None and t.F is None
+        assert t.X is not None and t.Y is not None and t.O is not None
+        sa = encoder_layers(model)[i].attention.self
+        q = (t.X @ sa.query.weight.T + sa.query.bias).view(3, 12, 4, 8).transpose(1, 2)
+        k = (t.X @ sa.key.weight.T + sa.key.bias).view(3, 12, 4, 8).transpose(1, 2)
+        assert torch.allclose(t.Q, q, atol=1e-6) and torch.allclose(t.K, k, atol=1e-6)
+    with pytest.raises(ValueError, match="cannot capture"):
+        Capture(model, lambda i, t: None, points={"W"})
+
+
+def test_cone_alone_reads_no_attention_and_runs_on_sdpa(tiny_model, ci_prepared):
+    """``--only cone`` needs no attention probabilities: the model is loaded with SDPA
+    attention (which computes none) and the cone table has no attention-row point."""
+    from bertgeom.config import AnalyzeConfig
+    from bertgeom.pipeline import analyze
+
+    p = analyze.plan(
+        tiny_model, ci_prepared, AnalyzeConfig(split="all", max_genomes=4, only="cone")
+    )
+    assert p.bundle.model.config._attn_implementation == "sdpa"
+    stream = analyze.new_stream(p)
+    assert "A" not in stream.reads
+    analyze.stream_genomes(p, stream, 0, p.n, progress=False)
+    assert "cone_A" not in stream.measures[0].rows and "cone_Z" in stream.measures[0].rows

@@ -9,7 +9,7 @@ import torch
 import transformers
 
 from bertgeom.config import AnalyzeConfig
-from bertgeom.geometry.encoder import ENCODER_FAMILIES, measure_encoder
+from bertgeom.geometry.encoder import encoder_measures, measure_encoder
 from bertgeom.model.data import collate, load_split, sequences_for
 from bertgeom.model.store import load_model_dir
 from bertgeom.pipeline import analyze
@@ -41,7 +41,7 @@ def _batches(lengths, seed=0):
 
 def test_same_tables_as_analyze_on_our_model(tiny_model, ci_prepared, tmp_path):
     only = "cone,gates,direction"
-    cfg = AnalyzeConfig(split="test", all_genomes=True, only=only, batch_size=4, map_methods="")
+    cfg = AnalyzeConfig(split="test", all_genomes=True, only=only, batch_size=4)
     analyze.run(tiny_model, ci_prepared, tmp_path, cfg, progress=False)
     genomes = pd.read_csv(tmp_path / "genomes.tsv", sep="\t")
     bundle = load_model_dir(tiny_model)
@@ -105,7 +105,7 @@ def test_clear_errors():
     with pytest.raises(ValueError, match="attn_implementation='eager'"):
         measure_encoder(_text_encoder("sdpa"), batches)
     model = _text_encoder()
-    with pytest.raises(ValueError, match="unknown families"):
+    with pytest.raises(ValueError, match="unknown measures"):
         measure_encoder(model, batches, families=("domains",))
     with pytest.raises(ValueError, match="3 labels for 2 sequences"):
         measure_encoder(model, batches, labels=[0, 1, 0])
@@ -121,4 +121,4 @@ def test_clear_errors():
     del other.encoder.layer[0].attention.self.query  # e.g. DeBERTa's query_proj layout
     with pytest.raises(TypeError, match=r"no attention\.self\.query"):
         measure_encoder(other, batches)
-    assert "domains" not in ENCODER_FAMILIES
+    assert "domains" not in encoder_measures() and "cone" in encoder_measures()

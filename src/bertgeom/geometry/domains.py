@@ -24,6 +24,20 @@ Genome-level test (bertgeom, B): the genome is the unit. Each genome g gives the
 over the class's genomes, ``t = ē / (s_e / sqrt(n))`` with n - 1 degrees of freedom, two-sided,
 with the same Bonferroni level. Its p-values do not shrink merely because genomes are many
 tokens long, and ē is the effect size.
+
+Float32 guard (resolution of the shares): the shares come from float32 attention maps, which
+carry the rounding of every layer of the forward pass; near-clonal genomes (identical, or a few
+tokens apart) have excesses that agree to that rounding, and both ē and s_e of a cell can be
+rounding noise (ē/s_e of two noises is anything: |t| up to 1e6 was seen on real data, where the
+only previous guard, Σe² - n ē² > 1e-10 ē² against float64 cancellation, let it through). The
+test is made only where both are resolved: ``s_e > δ`` and ``|ē| > δ`` with the resolution
+``δ = SHARE_RESOLUTION x p1`` (:data:`SHARE_RESOLUTION` = 1e-5, about 84 float32 units in the last
+place of the cell's pooled attention share p1; two summation orders of the same maps differ by
+up to 3e-7 of the share on the golden model, and batching can move a deep model's maps by more).
+Elsewhere t and p_genome are NaN and the cell is not significant: genomes whose excesses agree
+to 5 significant digits are one observation, not n, and an excess below δ is no excess. The
+cancellation guard stays. The resolution is set for float32 attention: maps from a bf16 forward
+pass (autocast on a GPU) carry bf16 rounding (2^-8), which it does not cover.
 """
 
 from __future__ import annotations
@@ -41,6 +55,10 @@ from bertgeom.resources import Domain, protein_domains
 from bertgeom.tokens.kmers import KmerSpec, token_residues
 
 NO_DOMAIN = "no domain"
+#: Relative resolution of a per-genome attention share: the genome-level t-test needs a spread
+#: and a mean of the per-genome excess above this fraction of the cell's attention share
+#: (float32 rounding is neither; module docstring).
+SHARE_RESOLUTION = 1e-5
 
 
 @dataclass(frozen=True)
@@ -116,7 +134,9 @@ def position_membership(mask: Tensor, domains: TokenDomains) -> Tensor:
     content = content_mask(mask, True)
     token = content.long().cumsum(-1) - 1  # (batch, pos) content-token index
     n_table = domains.membership.shape[0]
-    if content.numel() and int(content.sum(-1).amax()) > n_table:
+    # a row of pos positions has at most pos - 2 content tokens: only wider masks need the
+    # (host-synchronising) count
+    if content.numel() and mask.shape[-1] - 2 > n_table and int(content.sum(-1).amax()) > n_table:
         raise ValueError(f"a genome has more content tokens than the {n_table} of the domain table")
     table = torch.as_tensor(domains.membership, dtype=torch.float32, device=mask.device)
     out = table[token.clamp(0, n_table - 1)]
@@ -169,6 +189,73 @@ _SUMMED = (
 )  # fmt: skip
 
 
+def content_key_mass(attn: Tensor, mask: Tensor) -> Tensor:
+    """Attention mass each key receives from the content query rows, rows renormalised over the
+    real keys: ``m_j = Σ_{i content} A_ij [j real] / Σ_{j' real} A_ij'``.
+
+    Two batched row-vector products over ``attn`` (row sums over the real keys, then the
+    weighted column sums): each map is read twice and never copied.
+
+    Parameters
+    ----------
+    attn : (batch, head, q_pos, k_pos) float32 or float64
+    mask : (batch, pos) bool, True = real token
+
+    Returns
+    -------
+    (batch, head, k_pos), zero at PAD keys
+    """
+    a = attn if attn.dtype in (torch.float32, torch.float64) else attn.float()
+    b, h, q, k = a.shape
+    real = mask.to(a.dtype)
+    # (batch, 1, k) @ (batch, k, head*q): a row vector times the transposed maps is a plain
+    # matrix product (a matrix times a column vector runs ~3x slower on the CPU)
+    flat = a.reshape(b, h * q, k)
+    rows = torch.bmm(real[:, None, :], flat.transpose(1, 2)).view(b, h, q)  # mass on real keys
+    weight = content_mask(mask, True).to(a.dtype)[:, None, :] / torch.where(rows > 0, rows, 1.0)
+    cols = torch.bmm(weight.reshape(b * h, 1, q), a.reshape(b * h, q, k)).view(b, h, k)
+    return cols * real[:, None, :]
+
+
+def genome_domain_stats(
+    attn: Tensor, mask: Tensor, domains: TokenDomains, member: Tensor | None = None
+) -> dict[str, Tensor]:
+    """Per-genome terms of :class:`DomainStats` (the class dimension is the batch's genomes).
+
+    Parameters
+    ----------
+    attn : (batch, head, q_pos, k_pos)
+    mask : (batch, pos) bool, True = real token
+    domains : from ``token_domains``
+    member : ``position_membership(mask, domains)`` when the caller has it (one per batch)
+
+    Returns
+    -------
+    dict of the summed fields of DomainStats, each (batch, ...) float64; ``tokens``,
+    ``n_tokens`` and ``genomes`` do not depend on the attention
+    """
+    if member is None:
+        member = position_membership(mask, domains)
+    content = content_mask(mask, True)
+    key_mass = content_key_mass(attn, mask).double()  # (batch, head, k_pos)
+    member = member.double()
+    on_domain = key_mass @ member  # (batch, head, domain)
+    on_content = (key_mass * content[:, None, :]).sum(-1)  # (batch, head)
+    tokens = member.sum(1)  # (batch, domain)
+    n_tokens = content.sum(-1).double()  # (batch,)
+    share = on_domain / torch.where(on_content > 0, on_content, 1.0)[..., None]
+    excess = share - (tokens / n_tokens.clamp(min=1)[:, None])[:, None, :]
+    return {
+        "attention": on_domain,
+        "content_attention": on_content,
+        "tokens": tokens,
+        "n_tokens": n_tokens,
+        "genomes": torch.ones_like(n_tokens),
+        "excess_sum": excess,
+        "excess_sq": excess**2,
+    }
+
+
 def domain_stats(
     attn: Tensor,
     mask: Tensor | None,
@@ -195,34 +282,14 @@ def domain_stats(
     """
     b, _, p, _ = attn.shape
     mask = check_mask(mask, b, p, attn.device)
-    a = attn.to(torch.promote_types(attn.dtype, torch.float32)) * mask[:, None, None, :]
-    a = a / torch.where((s := a.sum(-1, keepdim=True)) > 0, s, 1.0)
-    content = content_mask(mask, True)
-    member = position_membership(mask, domains).to(a.dtype)  # (batch, pos, domain)
-    rows = a * content[:, None, :, None]
-    key_mass = rows.sum(-2)  # (batch, head, k_pos)
-    labels = check_labels(labels, b, n_classes, a.device)
+    labels = check_labels(labels, b, n_classes, attn.device)
+    per = genome_domain_stats(attn, mask, domains)
 
     def per_class(x: Tensor) -> Tensor:
         out = torch.zeros((n_classes, *x.shape[1:]), dtype=torch.float64, device=x.device)
-        return out.index_add(0, labels, x.double())
+        return out.index_add(0, labels, x)
 
-    on_domain = key_mass.double() @ member.double()  # (batch, head, domain)
-    on_content = (key_mass * content[:, None, :]).sum(-1).double()  # (batch, head)
-    tokens = member.sum(1).double()  # (batch, domain)
-    n_tokens = content.sum(-1).double()  # (batch,)
-    share = on_domain / torch.where(on_content > 0, on_content, 1.0)[..., None]
-    excess = share - (tokens / n_tokens.clamp(min=1)[:, None])[:, None, :]
-    return DomainStats(
-        names=domains.names,
-        attention=per_class(on_domain),
-        content_attention=per_class(on_content),
-        tokens=per_class(tokens),
-        n_tokens=per_class(n_tokens),
-        genomes=per_class(torch.ones(b, dtype=torch.float64, device=a.device)),
-        excess_sum=per_class(excess),
-        excess_sq=per_class(excess**2),
-    )
+    return DomainStats(domains.names, *(per_class(per[f]) for f in _SUMMED))
 
 
 @dataclass(frozen=True)
@@ -308,8 +375,14 @@ def _genome_test(layers: Sequence[DomainStats]) -> tuple[Tensor, Tensor, Tensor]
     mean = total / n.clamp(min=1)
     var = ((sq - n * mean**2) / (n - 1).clamp(min=1)).clamp(min=0)
     se = (var / n.clamp(min=1)).sqrt()
+    # the float32 guard (module docstring): spread and mean must exceed the shares' resolution
+    share = torch.stack([s.attention for s in layers]).cpu() / torch.stack(
+        [s.content_attention for s in layers]
+    ).cpu()[..., None].clamp(min=1e-300)
+    delta = SHARE_RESOLUTION * share
+    resolved = (var > delta**2) & (mean.abs() > delta)
     # Σe² - n ē² cancels to rounding noise (~1e-16 ē²) when every genome has the same excess
-    ok = (n >= 2) & (var > 1e-10 * mean**2) & (var > 0)
+    ok = (n >= 2) & (var > 1e-10 * mean**2) & resolved & (var > 0)
     t = torch.where(ok, mean / torch.where(ok, se, 1.0), torch.nan)
     df = (n - 1).clamp(min=1).expand_as(t).numpy()
     p = torch.from_numpy(2 * student.sf(np.abs(t.numpy()), df))

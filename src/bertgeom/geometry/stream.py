@@ -14,6 +14,7 @@ parts of one genome order merge into the stream over both (:meth:`Stream.merge`)
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import fields
 from functools import cached_property
@@ -88,6 +89,9 @@ class Stream:
         (an encoder), every genome counts as correctly classified.
     bf16
         Run the forward pass under bf16 autocast (CUDA).
+    profile
+        Time each measure's stream work (``times``: seconds per measure name, the device
+        synchronised around each call, which slows a GPU run: benchmarks only).
     """
 
     def __init__(
@@ -97,8 +101,11 @@ class Stream:
         info: RunInfo,
         to_class: np.ndarray | None = None,
         bf16: bool = False,
+        profile: bool = False,
     ) -> None:
         self.model = model
+        self.profile = profile
+        self.times: dict[str, float] = {m.name: 0.0 for m in measures}
         self.measures = list(measures)
         self.info = info
         self.bf16 = bf16
@@ -129,8 +136,9 @@ class Stream:
         return frozenset(need)
 
     def needs_attention(self) -> bool:
-        """Whether the model must return attention probabilities (eager attention)."""
-        return "A" in self.capture_points()
+        """Whether the model must return attention probabilities (eager attention): a measure
+        reads them (measures that merely use them take them when they come)."""
+        return "A" in self.reads
 
     def __enter__(self) -> Stream:
         encoder_layers(self.model)
@@ -173,7 +181,7 @@ class Stream:
         self._ending = True  # stays True when adding the batch fails: see abort
         with torch.autocast(device, enabled=False):
             for m in self.measures:
-                m.end_batch(b)
+                self._call(m, m.end_batch, b)
         self._ending = False
         self._batch = None
         self.n_done += b.size
@@ -194,7 +202,18 @@ class Stream:
         with torch.autocast(b.mask.device.type, enabled=False):
             view = LayerView(layer, t, b, self.info)
             for m in self.measures:
-                m.update(layer, view, b)
+                self._call(m, m.update, layer, view, b)
+
+    def _call(self, m: Measure, method: Any, *args: Any) -> None:
+        if not self.profile:
+            method(*args)
+            return
+        sync = torch.cuda.synchronize if self.info.device.startswith("cuda") else lambda: None
+        sync()
+        t0 = time.perf_counter()
+        method(*args)
+        sync()
+        self.times[m.name] += time.perf_counter() - t0
 
     def abort(self) -> bool:
         """Drop the batch in progress (an interrupted forward pass), so the state is that of

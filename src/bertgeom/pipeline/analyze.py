@@ -400,8 +400,9 @@ def write_outputs(
     for m in stream.measures:
         tables |= m.derive(tables)
     written: list[str] = []
+    parquet_only = {t for m in stream.measures for t in m.parquet_only}
     for name, table in tables.items():
-        written += _write_table(out, name, table, tsv=name not in _PARQUET_ONLY)
+        written += _write_table(out, name, table, tsv=name not in parquet_only)
     for name, value in arrays.items():
         written += _write_arrays(out, name, value)
     ctx = FigureContext(p.classes, p.bundle.vocab.spec, p.config.all_genomes)
@@ -434,10 +435,6 @@ def write_outputs(
         tuple(written),
         tuple(notes),
     )
-
-
-#: Tables written as Parquet only (one row per genome, layer, point and head: large).
-_PARQUET_ONLY = frozenset({"cone"})
 
 
 def _write_arrays(out: Path, name: str, value: Any) -> list[str]:

@@ -52,7 +52,9 @@ def up_to_date(out_dir: Path, config: Any) -> bool:
     manifest = json.loads(path.read_text(encoding="utf-8"))
     recorded = manifest.get("config") or {}
     if dataclasses.is_dataclass(config):
-        if json.loads(json.dumps(dataclasses.asdict(config), default=str)) != recorded:
+        # configs with nested options save them resolved (every option of every measure)
+        mine = config.resolved() if hasattr(config, "resolved") else dataclasses.asdict(config)
+        if json.loads(json.dumps(mine, default=str)) != recorded:
             return False
     elif any(recorded.get(k) != v for k, v in dict(config).items()):  # options given must match
         return False

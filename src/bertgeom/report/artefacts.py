@@ -9,8 +9,9 @@ A run directory holds one folder per stage (any may be missing); what is read fr
   history.tsv;
 - ``evaluate/`` (``bertgeom evaluate``): manifest.json, metrics.json, per_class.tsv,
   confusion.tsv, predictions.tsv and its figures;
-- ``analyze/`` (``bertgeom analyze``): manifest.json, the tidy tables of ``ANALYZE_TABLES``
-  (Parquet, else TSV) and figures/*.png.
+- ``analyze/`` (``bertgeom analyze``): manifest.json, the ``genomes`` table and the tables of
+  the measures the manifest lists (:func:`analyze_tables`; Parquet, else TSV) and
+  figures/*.png.
 
 A file that exists but cannot be read is recorded as a *problem* of its stage (shown in the
 report) instead of stopping the report.
@@ -38,12 +39,6 @@ STAGES: dict[str, str] = {
 SPIKE_COLUMNS = (
     "id", "label", "split", "qc_status", "qc_reasons", "mutations", "n_mutations", "n_fraction",
     "ambiguous_count", "coverage", "frameshift", "premature_stop", "strand", "align_method",
-)  # fmt: skip
-#: Tables of ``analyze`` the report reads (``cone`` and ``embedding_maps`` are per genome and
-#: only drawn, so they are not loaded).
-ANALYZE_TABLES = (
-    "genomes", "cone_summary", "cls_cone", "gates", "row_entropy", "direction", "spectra",
-    "domains", "embeddings", "one_vs_all", "flow", "separability", "rollout", "head_overlap",
 )  # fmt: skip
 #: Columns always read as text (identifiers, labels, mutation lists).
 TEXT_COLUMNS = frozenset(
@@ -105,6 +100,13 @@ class StageArtefacts:
     def config(self) -> dict[str, Any]:
         """The resolved config from the manifest ({} when unknown)."""
         return dict((self.manifest or {}).get("config") or {})
+
+    def measure_options(self, measure: str) -> dict[str, Any]:
+        """The options ``analyze`` used for ``measure`` (its manifest's ``config.measures``;
+        empty when not recorded)."""
+        measures = self.config.get("measures")
+        opts = measures.get(measure) if isinstance(measures, dict) else None
+        return opts if isinstance(opts, dict) else {}
 
     @property
     def summary(self) -> dict[str, Any]:
@@ -241,8 +243,34 @@ def _load_evaluate(stage: StageArtefacts) -> None:
             stage.figures[name] = stage.path / f"{name}.png"
 
 
+def analyze_tables(measures: list[str] | None) -> tuple[str, ...]:
+    """Tables of ``analyze`` the report reads: ``genomes`` and those of ``measures`` (the
+    manifest's list; None = every registered measure), less the per-genome ones (only drawn,
+    never loaded)."""
+    from bertgeom.geometry.measures import registry
+
+    reg = registry()
+    names = reg if measures is None else [m for m in measures if m in reg]
+    tables = [t for m in names for t in reg[m].tables if t not in reg[m].per_genome]
+    return ("genomes", *tables)
+
+
+def report_measures(run: RunArtefacts) -> list[Any]:
+    """The measures whose sections the report shows: those the analyze manifest lists (in
+    registry order), or every default measure when there is no analysis to read (each section
+    then says the stage has not run)."""
+    from bertgeom.geometry.measures import registry
+
+    reg = registry()
+    listed = ((run.analyze.manifest or {}).get("summary") or {}).get("measures")
+    if run.analyze.present and isinstance(listed, list):
+        return [m for name, m in reg.items() if name in listed]
+    return [m for m in reg.values() if m.default]
+
+
 def _load_analyze(stage: StageArtefacts) -> None:
-    _load_tables(stage, ANALYZE_TABLES)
+    measures = ((stage.manifest or {}).get("summary") or {}).get("measures")
+    _load_tables(stage, analyze_tables(measures if isinstance(measures, list) else None))
     figures = stage.path / "figures"
     if figures.is_dir():
         stage.figures = {p.stem: p for p in sorted(figures.glob("*.png"))}

@@ -190,7 +190,7 @@ def domains_section(run: RunArtefacts) -> Section:
     sig = None
     if dom is not None:
         n_tests = dom["layer"].nunique() * dom["head"].nunique()
-        alpha = float(a.config.get("alpha", 0.05))
+        alpha = float(a.measure_options("domains").get("alpha", 0.05))
         body += para(
             findings.domain_finding(dom) or "",
             f"Significance: two-sided z-test at α = {alpha:g} / {n_tests} "

@@ -1,10 +1,10 @@
-"""The report's sections, in order: one function per section, each ``RunArtefacts -> Section``.
+"""The report's sections, in order: the stages', then one per measure, then the Methods.
 
 The summary lives here; the data, training and classification sections in
-:mod:`bertgeom.report.stage_sections`; the geometry families in
-:mod:`bertgeom.report.geometry_sections` (attention) and
-:mod:`bertgeom.report.stream_sections` (residual stream); the methods in
-:mod:`bertgeom.report.methods`.
+:mod:`bertgeom.report.stage_sections`; each geometry measure's section comes from the measure
+itself (``Measure.section``, registry order; the section functions live in
+:mod:`bertgeom.report.geometry_sections` and :mod:`bertgeom.report.stream_sections`); the methods
+in :mod:`bertgeom.report.methods`.
 Every sentence is computed from the run's artefacts or is a definition; a section whose stage
 has not been run says so.
 """
@@ -13,16 +13,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from bertgeom.report import findings
-from bertgeom.report.artefacts import RunArtefacts, StageArtefacts
+from bertgeom.report.artefacts import RunArtefacts, StageArtefacts, report_measures
 from bertgeom.report.common import (
     file_name,
-)
-from bertgeom.report.geometry_sections import (
-    attention_section,
-    direction_section,
-    domains_section,
-    gates_section,
 )
 from bertgeom.report.html import (
     Section,
@@ -39,12 +32,6 @@ from bertgeom.report.stage_sections import (
     classification_section,
     data_section,
     training_section,
-)
-from bertgeom.report.stream_sections import (
-    cone_section,
-    embeddings_section,
-    entropy_section,
-    flow_section,
 )
 
 
@@ -128,17 +115,8 @@ def summary_section(run: RunArtefacts) -> Section:
             f"{cal.get('macro_f1', float('nan')):.4f}. {calibration_sentence(metrics)}"
         )
     items += consistency_notes(run)
-    a = run.analyze
-    for sentence in (
-        findings.gate_finding(a.table("gates")),
-        findings.cls_cone_finding(a.table("cls_cone")),
-        findings.probe_finding(a.table("embeddings")),
-        findings.domain_finding(a.table("domains")),
-        findings.direction_finding(a.table("direction")),
-        findings.flow_finding(a.table("flow")),
-    ):
-        if sentence:
-            items.append(sentence)
+    for measure in report_measures(run):
+        items += [s for s in measure.findings(run) if s]
     if items:
         body += "<h3>Findings</h3>" + bullets(items).replace("<ul>", '<ul class="findings">', 1)
     else:
@@ -146,24 +124,22 @@ def summary_section(run: RunArtefacts) -> Section:
     return Section("Summary", body)
 
 
-#: Every section of the report, in order.
-SECTIONS: tuple[Callable[[RunArtefacts], Section], ...] = (
+#: The sections before the measures' own, in order.
+STAGE_SECTIONS: tuple[Callable[[RunArtefacts], Section], ...] = (
     summary_section,
     data_section,
     training_section,
     classification_section,
-    attention_section,
-    gates_section,
-    direction_section,
-    cone_section,
-    entropy_section,
-    embeddings_section,
-    domains_section,
-    flow_section,
-    methods_section,
 )
 
 
 def build_sections(run: RunArtefacts) -> list[Section]:
-    """Every section of the report, in order (``SECTIONS``)."""
-    return [build(run) for build in SECTIONS]
+    """Every section of the report, in order: the stages', each measure's (registry order),
+    the Methods."""
+    out = [build(run) for build in STAGE_SECTIONS]
+    for measure in report_measures(run):
+        section = measure.section(run)
+        if section is not None:
+            out.append(section)
+    out.append(methods_section(run))
+    return out

@@ -196,7 +196,7 @@ MAP_CAPTIONS = {
 def _map_figures(a: StageArtefacts) -> str:
     """The PCA, t-SNE and UMAP maps of the [CLS] vectors side by side, with the notes on maps
     that were skipped or whose perplexity / neighbourhood was clipped."""
-    methods = str(a.config.get("map_methods", "pca")).split(",")
+    methods = str(a.measure_options("embeddings").get("maps", "pca")).split(",")
     figs = []
     if "pca" in methods or "embedding_maps" in a.figures:
         figs.append(fig(
@@ -216,7 +216,7 @@ def _map_figures(a: StageArtefacts) -> str:
     notes = [str(n) for n in a.summary.get("notes") or () if str(n).split(":")[0] in MAP_CAPTIONS]
     if notes:
         out += note("2-D maps: " + "; ".join(esc(n) for n in notes) + ".")
-    cfg = a.config
+    cfg = a.measure_options("embeddings")
     if any(f"embedding_maps_{m}" in a.figures for m in MAP_CAPTIONS) and "map_genomes" in cfg:
         out += para(
             f"The t-SNE and UMAP maps use at most {int(cfg['map_genomes']):,} genomes (a seeded "

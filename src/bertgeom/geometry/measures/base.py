@@ -149,6 +149,8 @@ class Sums:
             self.values[name] = value.clone()
             return
         old, value = _pad_to_common(old, value)
+        if old.is_inference() and not torch.is_inference_mode_enabled():
+            old = old.clone()  # a stream's sums, merged outside inference mode
         self.values[name] = old.add_(value.to(old.device))
 
     def index_add(self, name: str, dim: int, index: Tensor, value: Tensor, size: int) -> None:
@@ -273,6 +275,10 @@ class Measure:
     stream_options: ClassVar[frozenset[str]] = frozenset()
     #: the measure is computed unless ``--only`` leaves it out (False: only when named)
     default: ClassVar[bool] = True
+    #: tables with a row per genome (or more): never loaded by the report, only drawn
+    per_genome: ClassVar[tuple[str, ...]] = ()
+    #: tables written as Parquet only (too large for a useful TSV)
+    parquet_only: ClassVar[tuple[str, ...]] = ()
     #: the measure reads the spike's token-domain map (skipped, with a note, without one)
     needs_domains: ClassVar[bool] = False
     #: Methods rows: (term, explanation with the numerical choices, formula)
@@ -356,6 +362,11 @@ class Measure:
     def section(cls, run: Any) -> Any:
         """The report section of this measure from a run's saved artefacts (None: none)."""
         return None
+
+    @classmethod
+    def findings(cls, run: Any) -> list[str]:
+        """Sentences for the report's summary, computed from the run's saved tables."""
+        return []
 
     @classmethod
     def parameters(cls, options: Mapping[str, Any]) -> list[tuple[str, Any, str]]:

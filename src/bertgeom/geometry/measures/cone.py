@@ -45,6 +45,8 @@ class Cone(Measure):
     reads = frozenset({"X", "Z", "C", "O", "U", "F", "Y"})
     uses = frozenset({"A"})
     tables = ("cone", "cone_summary")
+    per_genome = ("cone",)
+    parquet_only = ("cone",)
     definitions = (
         (
             "Cone index",
