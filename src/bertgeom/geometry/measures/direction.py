@@ -195,3 +195,10 @@ class Direction(Measure):
         from bertgeom.report.geometry_sections import direction_section
 
         return direction_section(run)
+
+    @classmethod
+    def findings(cls, run: Any) -> list[str]:
+        from bertgeom.report import findings
+
+        s = findings.direction_finding(run.analyze.table("direction"))
+        return [s] if s else []
