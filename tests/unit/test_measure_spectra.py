@@ -1,0 +1,246 @@
+"""The spectra measure: the class-stratified subset (first correct genomes in stream order,
+whatever the batch size), the merge of consecutive parts (the rule replayed over their logs:
+the same subset and values as one stream, whatever the cuts), state round trips, options."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import bertgeom.geometry.measures.spectra as spectra_measure
+from bertgeom.errors import ConfigError
+from bertgeom.geometry.capture import Capture
+from bertgeom.geometry.measures.base import BatchInfo, Genomes, options_from
+from bertgeom.geometry.measures.spectra import (
+    LOOK,
+    SPECTRA_POINTS,
+    Spectra,
+    SpectraOptions,
+    replay,
+)
+from bertgeom.geometry.spectra import spectrum
+from bertgeom.geometry.stream import LayerView, run_info
+
+N = 24  # genomes captured once for every test
+
+
+def _tiny_bert():
+    import transformers
+
+    torch.manual_seed(0)
+    cfg = transformers.BertConfig(
+        vocab_size=50,
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=16,
+        attn_implementation="eager",
+    )
+    return transformers.BertModel(cfg).eval()
+
+
+@pytest.fixture(scope="module")
+def captured():
+    """(model, per genome: mask row, per layer the LayerTensors of that genome alone)."""
+    model = _tiny_bert()
+    g = torch.Generator().manual_seed(1)
+    pos = 10
+    ids = torch.randint(5, 50, (N, pos), generator=g)
+    mask = torch.ones_like(ids)
+    for i in range(N):
+        mask[i, pos - (i % 4) :] = 0  # four lengths
+    ids[mask == 0] = 0
+    seen: dict[int, object] = {}
+    points = frozenset({"A", "Z", "C", "O", "U", "F", "Y"})
+    with Capture(model, seen.__setitem__, points), torch.inference_mode():
+        model(input_ids=ids, attention_mask=mask)
+    layers = [seen[i] for i in sorted(seen)]
+    return model, mask.bool(), layers
+
+
+def _slice(t, rows):
+    return type(t)(**{k: None if v is None else v[rows] for k, v in vars(t).items()})
+
+
+def stream(captured, buckets, cuts, n_classes=2, genomes=4, compat=False, lo=0):
+    """A Spectra measure fed genomes lo .. lo + len(buckets) in batches ending at ``cuts``."""
+    model, mask, layers = captured
+    info = run_info(model, [f"c{i}" for i in range(n_classes)])
+    m = Spectra(info, SpectraOptions(genomes=genomes, compat=compat))
+    buckets = torch.as_tensor(buckets)
+    edges = [0, *cuts, len(buckets)]
+    with torch.inference_mode():
+        for a, b in itertools.pairwise(edges):
+            if a == b:
+                continue
+            rows = slice(lo + a, lo + b)
+            batch = BatchInfo(mask=mask[rows], labels=buckets[a:b] % n_classes,
+                              keep_maps=torch.zeros(b - a, dtype=torch.bool), start=a)  # fmt: skip
+            m.begin_batch(batch)
+            for i, t in enumerate(layers):
+                m.update(i, LayerView(i, _slice(t, rows), batch, info), batch)
+            batch.buckets = buckets[a:b]
+            m.end_batch(batch)
+    return m
+
+
+def _same(a: Spectra, b: Spectra) -> None:
+    ba, va = a.subset()
+    bb, vb = b.subset()
+    assert ba.tolist() == bb.tolist()
+    assert va.keys() == vb.keys()
+    for p in va:
+        np.testing.assert_array_equal(va[p], vb[p])
+    assert np.array_equal(a._counts, b._counts)
+    sa, sb = a.extra_state(), b.extra_state()
+    assert np.array_equal(sa["log_buckets"], sb["log_buckets"])
+    assert np.array_equal(sa["log_chosen"], sb["log_chosen"])
+
+
+def test_replay_is_the_documented_rule():
+    # quota 2 per class: class 0 sees wrong, right, right -> closed (2 right); class 1 wrong x3
+    considered, chosen, counts = replay(np.array([2, 0, 3, 0, 3, 0, 3, 1]), 2, 2)
+    assert chosen.tolist() == [True, True, True, True, True, False, False, True]
+    assert considered.tolist() == [True, True, True, True, True, False, True, True]
+    assert counts.tolist() == [[2, 1], [1, 2], [3, 4]]
+    # a class never right is looked at LOOK x quota times, then closed
+    considered, chosen, _ = replay(np.full(20, 2), 2, 1)
+    assert considered.sum() == LOOK and chosen.sum() == 1
+
+
+def test_subset_is_the_first_correct_genomes_whatever_the_batch_size(captured):
+    buckets = [2, 0, 1, 0, 0, 3, 1, 1]  # class 0: wrong, right, right, right; class 1: ...
+    runs = [stream(captured, buckets, list(range(bs, 8, bs))) for bs in (1, 3, 8)]
+    for m in runs:
+        assert m.subset()[0].tolist() == [2, 0, 1, 0, 3, 1]
+        assert m._counts[:2].tolist() == [[2, 2], [1, 1]]
+    for m in runs[1:]:
+        _same(m, runs[0])
+    genomes = Genomes(np.arange(8).astype(str), np.array(buckets) % 2, np.ones(8, bool), False)
+    correct = runs[0].finish(genomes)["spectra"]
+    every = runs[0].finish(Genomes(genomes.ids, genomes.labels, genomes.included, True))
+    assert correct.groupby("class").n.first().to_dict() == {"c0": 2, "c1": 2}
+    assert every["spectra"].groupby("class").n.first().to_dict() == {"c0": 3, "c1": 3}
+    assert set(correct.point) == set(SPECTRA_POINTS)
+    assert "histogram_entropy_compat" not in correct.columns  # compat off by default
+
+
+@pytest.mark.parametrize("hold", [1 << 28, 0])
+def test_values_are_the_spectra_of_the_chosen_genomes(captured, hold, monkeypatch):
+    """Held candidates (decided at end_batch), sure ones (decomposed during the forward pass)
+    and those beyond the hold budget (decomposed, kept if chosen) all get the spectra of their
+    own matrices."""
+    monkeypatch.setattr(spectra_measure, "HOLD_BYTES", hold)
+    _model, mask, layers = captured
+    # quota 2; batches [0 2] (class 0: both sure), [2 0 1] (class 0: two held; class 1: one
+    # sure), [3 0 1] (class 0 closed; class 1: two held)
+    buckets = [0, 2, 2, 0, 1, 3, 0, 1]
+    m = stream(captured, buckets, [2, 5], compat=True)
+    chosen_rows = [0, 1, 2, 3, 4, 5, 7]  # class 0: right, wrong, wrong, right; class 1 ...
+    assert m.subset()[0].tolist() == [buckets[i] for i in chosen_rows]
+    _, values = m.subset()
+    rows = torch.tensor(chosen_rows)
+    for layer, t in enumerate(layers):
+        s = spectrum(t.A[rows], mask[rows], square=True)
+        np.testing.assert_allclose(values["A"][:, layer, :, 0], s.effective_rank.double())
+        y = spectrum(t.Y[rows].unsqueeze(1), mask[rows])
+        np.testing.assert_allclose(values["Y"][:, layer, :, 2], y.numerical_rank.double())
+    assert np.isfinite(values["A"][..., 5]).all() and np.isnan(values["Z"][..., 5]).all()
+
+
+@pytest.mark.parametrize("hold", [1 << 28, 0])
+def test_a_class_never_right_stops_offering_candidates(captured, hold, monkeypatch):
+    monkeypatch.setattr(spectra_measure, "HOLD_BYTES", hold)  # 0: decomposed, then dropped
+    m = stream(captured, [2] * 12, [4, 8], genomes=2)  # quota 1 per class
+    assert m._counts[2].tolist() == [LOOK, 0]
+    assert m.subset()[0].tolist() == [2]  # one misclassified kept
+    assert len(m.extra_state()["log_buckets"]) == LOOK
+    _, values = m.subset()
+    assert all(len(v) == 1 and np.isfinite(v[..., :4]).all() for v in values.values())
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=st.data())
+def test_merge_of_parts_equals_one_stream(captured, data):
+    """2-4 consecutive parts, each streamed from an empty state in its own batches, merged in
+    order (left fold and right fold): the same subset, values and log as one stream."""
+    n = data.draw(st.integers(4, N), label="genomes")
+    n_classes = data.draw(st.integers(1, 3), label="classes")
+    buckets = data.draw(
+        st.lists(st.integers(0, 2 * n_classes - 1), min_size=n, max_size=n), label="buckets"
+    )
+    genomes = data.draw(st.integers(0, 8), label="quota total")
+    batch_cuts = sorted(data.draw(st.sets(st.integers(1, n - 1), max_size=6), label="batches"))
+    n_parts = data.draw(st.integers(2, min(4, len(batch_cuts) + 3)), label="parts")
+    part_cuts = sorted(
+        data.draw(
+            st.sets(
+                st.sampled_from([0, *batch_cuts, n]), min_size=n_parts - 1, max_size=n_parts - 1
+            ),
+            label="part cuts",
+        )
+    )
+    kw = dict(n_classes=n_classes, genomes=genomes)
+    whole = stream(captured, buckets, batch_cuts, **kw)
+    edges = [0, *part_cuts, n]
+    parts = []
+    for a, b in itertools.pairwise(edges):
+        inner = [c - a for c in batch_cuts if a < c < b]
+        parts.append(stream(captured, buckets[a:b], inner, lo=a, **kw))
+    left = parts[0]
+    for p in parts[1:]:
+        left.merge(p)
+    _same(left, whole)
+    fresh = []  # fresh copies of the parts for the other bracketing
+    for a, b in itertools.pairwise(edges):
+        inner = [c - a for c in batch_cuts if a < c < b]
+        fresh.append(stream(captured, buckets[a:b], inner, lo=a, **kw))
+    right = fresh[-1]
+    for p in reversed(fresh[:-1]):
+        p.merge(right)
+        right = p
+    _same(right, whole)
+
+
+def test_state_round_trip_and_empty_identity(captured):
+    buckets = [0, 2, 1, 0, 3, 1, 0, 0]
+    whole = stream(captured, buckets, [3, 5])
+    again = stream(captured, [], [])
+    again.load_state_dict(whole.state_dict())
+    _same(again, whole)
+    empty = stream(captured, [], [])
+    empty.merge(whole)
+    _same(empty, whole)
+    whole.merge(stream(captured, [], []))
+    _same(whole, empty)
+    tampered = whole.state_dict()
+    log = tampered["__extra__"]["log_chosen"]["__ndarray__"]
+    log[0] = not bool(log[0])
+    with pytest.raises(ValueError, match="subset rule"):
+        stream(captured, [], []).load_state_dict(tampered)
+
+
+def test_merge_needs_the_values_of_every_genome_it_chooses(captured):
+    later = stream(captured, [], [], genomes=2)
+    later._set(np.array([2, 2]), np.array([False, False]), {})  # not a stream's log
+    with pytest.raises(ValueError, match="neither part chose"):
+        stream(captured, [], [], genomes=2).merge(later)
+    a = stream(captured, [0, 0, 0, 0], [], genomes=2)
+    with pytest.raises(ValueError, match="cannot merge quotas"):
+        a.merge(stream(captured, [0], [], genomes=8))
+
+
+def test_options_are_validated():
+    with pytest.raises(ConfigError, match="genomes must be >= 0"):
+        options_from(SpectraOptions, {"genomes": -1}, "config: [analyze.spectra]")
+    with pytest.raises(ConfigError, match="must be an integer"):
+        options_from(SpectraOptions, {"genomes": "many"}, "config: [analyze.spectra]")
+    assert options_from(SpectraOptions, {"compat": "true"}, "x").compat is True
