@@ -83,6 +83,10 @@ def mean_distance(attn: Tensor) -> Tensor:
     return (attn * (idx[:, None] - idx[None, :]).abs()).sum(-1)
 
 
+#: Sorted keys summed together by ``metastable_k`` before the crossing block is searched.
+_K_BLOCK = 16
+
+
 def metastable_k(attn: Tensor, coverage: float = 0.9, tol: float = 1e-6) -> Tensor:
     """Metastable-state size per row: the fewest keys whose mass reaches ``coverage``.
 
@@ -90,7 +94,13 @@ def metastable_k(attn: Tensor, coverage: float = 0.9, tol: float = 1e-6) -> Tens
     ``tol`` absorbs rounding. Rows of zeros (PAD) give 0.
 
     On CPU the rows are sorted by numpy (vectorised sorting: ~10x faster than ``torch.sort``
-    on one thread at 432 keys); elsewhere by torch.
+    on one thread at 432 keys) and the running sum is not taken over whole rows: the sorted
+    keys are summed in blocks of 16 (float64), the block where the running sum reaches
+    ``coverage - tol`` is found from the block sums, and only its 16 keys are summed one by
+    one. The running sums are compared in the input's precision, as the full cumulative sum
+    (float64, rounded back, as torch's CPU cumsum does) would be: the same k but where two
+    float64 summation orders round to different sides of the target (differences ~1e-16).
+    Elsewhere the rows are sorted and summed by torch.
 
     Parameters
     ----------
@@ -102,17 +112,45 @@ def metastable_k(attn: Tensor, coverage: float = 0.9, tol: float = 1e-6) -> Tens
     -------
     (..., q_pos) float
     """
+    nonzero = (attn > 0).sum(-1)
     if attn.device.type == "cpu":
         a = attn.detach().resolve_neg()
         a = a if a.dtype in (torch.float32, torch.float64) else a.float()
-        desc = np.sort(a.numpy(), axis=-1)[..., ::-1]
-        # accumulated in float64 and rounded back, as torch's CPU cumsum does
-        cum = torch.from_numpy(np.cumsum(desc, axis=-1, dtype=np.float64).astype(desc.dtype))
+        k = torch.from_numpy(_first_reaching(a.numpy(), coverage - tol))
     else:
         cum = attn.sort(-1, descending=True).values.cumsum(-1)
-    k = (cum < coverage - tol).sum(-1) + 1
-    nonzero = (attn > 0).sum(-1)
+        k = (cum < coverage - tol).sum(-1) + 1
     return torch.minimum(k, nonzero).to(attn.dtype)
+
+
+def _first_reaching(x: np.ndarray, target: float) -> np.ndarray:
+    """Per row of ``x`` (..., n): the fewest largest entries whose float64 sum, rounded to
+    ``x``'s precision, reaches ``target`` (rounded likewise); n + 1 where none does."""
+    n = x.shape[-1]
+    rows = x.reshape(-1, n)
+    r = rows.shape[0]
+    k = np.full(r, n + 1, dtype=np.int64)
+    if r == 0 or n == 0:
+        return k.reshape(x.shape[:-1])
+    low = np.sort(rows, axis=-1)  # ascending: the largest keys last
+    goal = np.asarray(target, dtype=x.dtype)
+    q, head = divmod(n, _K_BLOCK)
+    # block b (descending order) holds ascending positions [n - (b+1)B, n - bB)
+    blocks = np.add.reduce(low[:, head:].reshape(r, q, _K_BLOCK), -1, dtype=np.float64)[:, ::-1]
+    if head:
+        blocks = np.concatenate([blocks, low[:, :head].sum(-1, dtype=np.float64)[:, None]], 1)
+    cum = np.cumsum(blocks, axis=-1)
+    reached = cum.astype(x.dtype) >= goal
+    hit = np.flatnonzero(reached[:, -1])
+    if hit.size:
+        b = reached[hit].argmax(-1)
+        before = np.where(b > 0, cum[hit, np.maximum(b - 1, 0)], 0.0)
+        pos = n - 1 - b[:, None] * _K_BLOCK - np.arange(_K_BLOCK)  # descending in the block
+        valid = pos >= 0
+        vals = np.where(valid, low[hit[:, None], np.maximum(pos, 0)], 0)
+        inner = before[:, None] + np.cumsum(vals, axis=-1, dtype=np.float64)
+        k[hit] = b * _K_BLOCK + ((inner.astype(x.dtype) >= goal) & valid).argmax(-1) + 1
+    return k.reshape(x.shape[:-1])
 
 
 def top_singular_share(
@@ -120,6 +158,8 @@ def top_singular_share(
     iterations: int = 8,
     rows: Tensor | None = None,
     cols: Tensor | None = None,
+    *,
+    square_norm: Tensor | None = None,
 ) -> Tensor:
     """Share of the largest singular value, ``s_1² / Σ_k s_k² = ||M||_2² / ||M||_F²``.
 
@@ -139,6 +179,8 @@ def top_singular_share(
     iterations : Lanczos steps (capped at min(rows, cols))
     rows, cols : (..., rows) and (..., cols) masks (bool or 0/1), broadcastable against ``m``'s
         leading dimensions; None = all
+    square_norm : (...) ``‖M‖_F²`` when the caller has it (else computed: one pass over ``m``
+        and a temporary of its size)
 
     Returns
     -------
@@ -146,11 +188,14 @@ def top_singular_share(
     """
     r = None if rows is None else rows.to(m.dtype)[..., None]
     c = None if cols is None else cols.to(m.dtype)[..., None]
-    sq = m.square()
-    if c is not None:
-        sq = sq * c.transpose(-1, -2)
-    fro = (sq.sum(-1, keepdim=True) * (r if r is not None else 1.0)).sum((-2, -1))
-    del sq
+    if square_norm is not None:
+        fro = square_norm.to(m.dtype)
+    else:
+        sq = m.square()
+        if c is not None:
+            sq = sq * c.transpose(-1, -2)
+        fro = (sq.sum(-1, keepdim=True) * (r if r is not None else 1.0)).sum((-2, -1))
+        del sq
     tiny = torch.finfo(m.dtype).eps * fro.sqrt()[..., None, None]
 
     def unit(x: Tensor) -> tuple[Tensor, Tensor]:
@@ -198,7 +243,7 @@ def top_singular_share(
     return torch.where(fro > 0, top / fro.clamp(min=1e-30), 0.0).clamp(0.0, 1.0)
 
 
-def key_profile(attn: Tensor, rows: Tensor, keys: Tensor) -> tuple[Tensor, Tensor]:
+def key_profile(attn: Tensor, rows: Tensor | None, keys: Tensor) -> tuple[Tensor, Tensor]:
     """Key profile: the attention mass each key receives from the chosen rows, normalised.
 
     ``p_j = Σ_{i ∈ rows} A_ij / Σ_{i ∈ rows, j' ∈ keys} A_ij'`` for j in ``keys``.
@@ -206,19 +251,28 @@ def key_profile(attn: Tensor, rows: Tensor, keys: Tensor) -> tuple[Tensor, Tenso
     Parameters
     ----------
     attn : (batch, head, pos, pos)
-    rows, keys : (batch, pos) bool
+    rows, keys : (batch, pos) bool; ``rows`` None = every row (the caller zeroed the others)
 
     Returns
     -------
     profile : (batch, head, k_pos), sums to 1 (or is all 0 when no mass reaches ``keys``)
     has_profile : (batch, head) bool, some mass reaches ``keys``
     """
-    mass = (attn * rows[:, None, :, None]).sum(-2) * keys[:, None, :]
+    chosen = attn if rows is None else attn * rows[:, None, :, None]
+    mass = chosen.sum(-2) * keys[:, None, :]
     total = mass.sum(-1, keepdim=True)
     return mass / torch.where(total > 0, total, 1.0), total[..., 0] > 0
 
 
-def focus(attn: Tensor, rows: Tensor, keys: Tensor, iterations: int = 8) -> Tensor:
+def focus(
+    attn: Tensor,
+    rows: Tensor,
+    keys: Tensor,
+    iterations: int = 8,
+    *,
+    profile: Tensor | None = None,
+    square_norm: Tensor | None = None,
+) -> Tensor:
     """How much all chosen rows read the same few ``keys``: ``s1_share * concentration``.
 
     With A' the attention restricted to ``rows`` x ``keys``: ``s1_share = s_1²/Σ s²`` of A'
@@ -231,13 +285,18 @@ def focus(attn: Tensor, rows: Tensor, keys: Tensor, iterations: int = 8) -> Tens
     attn : (batch, head, pos, pos)
     rows, keys : (batch, pos) bool
     iterations : Lanczos steps for s_1 (``top_singular_share``)
+    profile : (batch, head, k_pos) ``key_profile(attn, rows, keys)`` when the caller has it
+    square_norm : (batch, head) ``‖A'‖_F²`` when the caller has it (see ``top_singular_share``)
 
     Returns
     -------
     (batch, head) in [0, 1]
     """
-    share = top_singular_share(attn, iterations, rows[:, None, :], keys[:, None, :])
-    profile, _ = key_profile(attn, rows, keys)
+    share = top_singular_share(
+        attn, iterations, rows[:, None, :], keys[:, None, :], square_norm=square_norm
+    )
+    if profile is None:
+        profile, _ = key_profile(attn, rows, keys)
     n_keys = keys.sum(-1).to(attn.dtype)[:, None]  # (batch, 1)
     effective = torch.exp(row_entropy(profile[..., None, :])[..., 0])
     concentration = torch.where(n_keys > 0, 1 - effective / n_keys.clamp(min=1), 0.0)
