@@ -226,8 +226,10 @@ def layer_measures(
     last = (n - 1).clamp(min=0)[:, None, None, None].expand(*a.shape[:-1], 1)
     cls, sep = a[..., 0], a.gather(-1, last)[..., 0]
     sep_other = (n > 1).to(a.dtype)[:, None, None]  # [SEP] is not [CLS]
-    entropy = hm.row_entropy(a)  # (batch, head, q_pos)
-    content_mass = (a @ content.to(a.dtype)[:, None, :, None])[..., 0]
+    stats = hm.row_statistics(a, options.coverage)  # (batch, head, q_pos) each
+    entropy = stats.entropy
+    c = content.to(a.dtype)[:, None, None, :]  # (batch, 1, 1, k_pos)
+    content_mass = (c @ a.transpose(-1, -2))[..., 0, :]  # Σ_j A_ij c_j, read row-major
     ln_n = torch.log(n.to(a.dtype).clamp(min=2))[:, None, None]
     per_row = {
         "closed": cls + sep,
@@ -237,8 +239,8 @@ def layer_measures(
         "content": content_mass,
         "cls": cls,
         "sep": sep,
-        "distance": hm.mean_distance(a),
-        "metastable_k": hm.metastable_k(a, options.coverage),
+        "distance": stats.distance,
+        "metastable_k": stats.metastable_k,
     }
     names = list(per_row)
     means = hm.row_mean(torch.stack([per_row[k] for k in names], 1), rows[:, None])
