@@ -16,6 +16,11 @@ dynamic programming to maximise
 and the score is ``r * gain / (1 - T(inside))`` in [0, 1]: 1 when all attention is reciprocal and
 sits in blocks, 0 for a banded or uniform matrix (a single block or n singletons always give
 gain 0, since T has the same total and the same diagonal as S).
+
+Computation (``solve_reciprocal``): no (pos+1)² block tables. T's block masses depend on the
+block length only (from the diagonal sums of S), S's grow row by row in float64 running sums,
+one row of S read per sequential step; per head only R itself (the attention's size) is held.
+``best_blocks`` / ``solve_blocks`` keep the general programme on tables of any two matrices.
 """
 
 from __future__ import annotations
@@ -338,7 +343,8 @@ def cluster_score(attn: Tensor, content: Tensor) -> Tensor:
     ----------
     attn : (batch, head, pos, pos) attention (compacted or not; rows and keys outside
         ``content`` are ignored)
-    content : (batch, pos) bool, the content positions (real, not [CLS]/[SEP])
+    content : (batch, pos) bool, the content positions (real, not [CLS]/[SEP]), taken in
+        order (a mask with gaps is read with the gaps closed)
 
     Returns
     -------
