@@ -204,23 +204,9 @@ def layer_measures(
     LayerMeasures
     """
     options = options or GateOptions()
-    if attn.dim() != 4 or attn.shape[-1] != attn.shape[-2]:
-        raise ValueError(f"attn must be (batch, head, pos, pos), got {tuple(attn.shape)}")
-    b, _, p, _ = attn.shape
-    mask = check_mask(mask, b, p, attn.device)
-    x = attn.to(torch.promote_types(attn.dtype, torch.float32))
-    n = mask.sum(-1)
-    idx = torch.arange(p, device=x.device)
+    a, n = _renormalised(attn, mask, right_padded)
+    idx = torch.arange(a.shape[-1], device=a.device)
     real = idx < n[:, None]
-    if right_padded is None:
-        right_padded = is_right_padded(mask)
-    if right_padded:
-        a = x * real[:, None, None, :]  # PAD keys zeroed (a new tensor, PAD rows kept)
-    else:
-        a, _ = compact_square(x, mask)
-    total = a.sum(-1, keepdim=True)
-    # rows renormalised over the real keys; PAD query rows divided by inf (zeroed)
-    a = a.div_(torch.where(real[:, None, :, None], torch.where(total > 0, total, 1.0), torch.inf))
     content = real & (idx >= 1) & (idx < n[:, None] - 1)
     rows = content if options.drop_special else real
     last = (n - 1).clamp(min=0)[:, None, None, None].expand(*a.shape[:-1], 1)
@@ -268,6 +254,31 @@ def layer_measures(
         row_entropy=row_entropy,
         parts=parts,
     )
+
+
+def _renormalised(
+    attn: Tensor, mask: Tensor | None, right_padded: bool | None
+) -> tuple[Tensor, Tensor]:
+    """A float copy of ``attn`` in compacted positions with PAD rows and keys zeroed and every
+    row renormalised over the real keys (the same values as ``compact_square`` then the
+    division: without its gathers when the batch is right-padded), and the real counts n."""
+    if attn.dim() != 4 or attn.shape[-1] != attn.shape[-2]:
+        raise ValueError(f"attn must be (batch, head, pos, pos), got {tuple(attn.shape)}")
+    b, _, p, _ = attn.shape
+    mask = check_mask(mask, b, p, attn.device)
+    x = attn.to(torch.promote_types(attn.dtype, torch.float32))
+    n = mask.sum(-1)
+    real = torch.arange(p, device=x.device) < n[:, None]
+    if right_padded is None:
+        right_padded = is_right_padded(mask)
+    if right_padded:
+        a = x * real[:, None, None, :]  # PAD keys zeroed (a new tensor, PAD rows kept)
+    else:
+        a, _ = compact_square(x, mask)
+    total = a.sum(-1, keepdim=True)
+    # rows renormalised over the real keys; PAD query rows divided by inf (zeroed)
+    a = a.div_(torch.where(real[:, None, :, None], torch.where(total > 0, total, 1.0), torch.inf))
+    return a, n
 
 
 def genome_measures(
