@@ -364,6 +364,12 @@ class Gates(Measure):
         return gates_section(run)
 
     @classmethod
+    def findings(cls, run: Any) -> list[str]:
+        from bertgeom.report import findings
+
+        return [findings.gate_finding(run.analyze.table("gates")) or ""]
+
+    @classmethod
     def parameters(cls, options: Mapping[str, Any]) -> list[tuple[str, Any, str]]:
         """The options the run used, the thresholds one row per gate (overridden or not)."""
         defaults = options_dict(cls.Options())
