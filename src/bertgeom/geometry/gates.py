@@ -43,7 +43,7 @@ from torch import Tensor
 from bertgeom.errors import ConfigError
 from bertgeom.geometry import head_measures as hm
 from bertgeom.geometry.masking import check_labels, check_mask, compact_square
-from bertgeom.geometry.segmentation import ClusterParts, cluster_from_parts, cluster_parts
+from bertgeom.geometry.segmentation import ClusterParts, cluster_from_parts, reciprocal_parts
 
 #: Gate names, in the order of the ``gate`` dimension.
 GATES: tuple[str, ...] = (
@@ -148,6 +148,139 @@ class GateStats:
         )
 
 
+@dataclass(frozen=True)
+class LayerMeasures:
+    """Everything the gates read from one layer of one batch, from one pass over its maps.
+
+    Attributes
+    ----------
+    measures : (batch, measure, head) per-genome measures in ``MEASURES`` order (the cluster
+        measure 0: it comes from ``parts`` after the dynamic programme)
+    profile : (batch, head, k_pos) content-key profile in compacted positions
+    has_profile : (batch, head) bool
+    profile_entropy : (batch, head) H(profile)
+    row_entropy : (batch, head) mean row entropy over the query rows divided by ln n (0 when
+        n < 2): the ``row_entropy`` table's value
+    parts : ClusterParts of the cluster measure
+    """
+
+    measures: Tensor
+    profile: Tensor
+    has_profile: Tensor
+    profile_entropy: Tensor
+    row_entropy: Tensor
+    parts: ClusterParts
+
+
+def is_right_padded(mask: Tensor) -> bool:
+    """Whether every row of ``mask`` (batch, pos) is its real tokens then PAD (compaction is
+    then the identity; one host synchronisation)."""
+    idx = torch.arange(mask.shape[-1], device=mask.device)
+    return bool((mask == (idx < mask.sum(-1, keepdim=True))).all())
+
+
+def layer_measures(
+    attn: Tensor,
+    mask: Tensor | None = None,
+    options: GateOptions | None = None,
+    right_padded: bool | None = None,
+) -> LayerMeasures:
+    """The per-genome measures of one layer's attention (see the module docstring).
+
+    One copy of the maps is made (PAD keys zeroed, rows renormalised over the real keys, PAD
+    rows zeroed; compacted first unless the batch is right-padded); every per-row statistic is
+    a reduction or a matrix-vector product over it; the metastable k sorts each row once; the
+    row entropy is taken once for the open gate and the ``row_entropy`` table.
+
+    Parameters
+    ----------
+    attn : (batch, head, q_pos, k_pos) attention probabilities (non-negative)
+    mask : (batch, pos) bool, True = real token; None = all real
+    options : window, coverage, drop_special, iterations
+    right_padded : whether ``mask`` is right-padded (``is_right_padded``; None = check here)
+
+    Returns
+    -------
+    LayerMeasures
+    """
+    options = options or GateOptions()
+    a, n = _renormalised(attn, mask, right_padded)
+    idx = torch.arange(a.shape[-1], device=a.device)
+    real = idx < n[:, None]
+    content = real & (idx >= 1) & (idx < n[:, None] - 1)
+    rows = content if options.drop_special else real
+    last = (n - 1).clamp(min=0)[:, None, None, None].expand(*a.shape[:-1], 1)
+    cls, sep = a[..., 0], a.gather(-1, last)[..., 0]
+    sep_other = (n > 1).to(a.dtype)[:, None, None]  # [SEP] is not [CLS]
+    stats = hm.row_statistics(a, options.coverage)  # (batch, head, q_pos) each
+    entropy = stats.entropy
+    c = content.to(a.dtype)[:, None, None, :]  # (batch, 1, 1, k_pos)
+    content_mass = (c @ a.transpose(-1, -2))[..., 0, :]  # Σ_j A_ij c_j, read row-major
+    ln_n = torch.log(n.to(a.dtype).clamp(min=2))[:, None, None]
+    per_row = {
+        "closed": cls + sep,
+        "open": entropy / ln_n,
+        "backward": hm.contextual_mass(a, options.window, forward=False),
+        "forward": hm.contextual_mass(a, options.window, forward=True),
+        "content": content_mass,
+        "cls": cls,
+        "sep": sep,
+        "distance": stats.distance,
+        "metastable_k": stats.metastable_k,
+    }
+    names = list(per_row)
+    means = hm.row_mean(torch.stack([per_row[k] for k in names], 1), rows[:, None])
+    out = dict(zip(names, means.unbind(1), strict=True))
+    out["cluster"] = torch.zeros_like(out["content"])  # filled from the parts by the caller
+    # PAD rows of ``a`` are zero: without drop_special the rows need no mask (the same sums)
+    profile, has_profile = hm.key_profile(a, rows if options.drop_special else None, content)
+    # ‖A restricted to rows x content keys‖_F²: the row norms less the [CLS]/[SEP] entries
+    norm = torch.linalg.vector_norm(a, dim=-1).square() - cls.square() - sep_other * sep.square()
+    square_norm = (norm.clamp(min=0) * rows[:, None, :]).sum(-1)
+    out["focus"] = out["content"] * hm.focus(
+        a, rows, content, options.iterations, profile=profile, square_norm=square_norm
+    )
+    w = rows.to(a.dtype)[:, None, :]
+    mean_entropy = (entropy * w).sum(-1) / w.sum(-1).clamp(min=1)
+    log_n = torch.log(n.to(a.dtype))[:, None]
+    row_entropy = torch.where(n[:, None] >= 2, mean_entropy / log_n.clamp(min=1e-30), 0.0)
+    content_rows = ((content_mass > 0) & content[:, None, :]).sum(-1)
+    parts = reciprocal_parts(a[..., 1:, 1:], (n - 2).clamp(min=0), content_rows)
+    return LayerMeasures(
+        measures=torch.stack([out[m] for m in MEASURES], 1),
+        profile=profile,
+        has_profile=has_profile,
+        profile_entropy=hm.row_entropy(profile[..., None, :])[..., 0],
+        row_entropy=row_entropy,
+        parts=parts,
+    )
+
+
+def _renormalised(
+    attn: Tensor, mask: Tensor | None, right_padded: bool | None
+) -> tuple[Tensor, Tensor]:
+    """A float copy of ``attn`` in compacted positions with PAD rows and keys zeroed and every
+    row renormalised over the real keys (the same values as ``compact_square`` then the
+    division: without its gathers when the batch is right-padded), and the real counts n."""
+    if attn.dim() != 4 or attn.shape[-1] != attn.shape[-2]:
+        raise ValueError(f"attn must be (batch, head, pos, pos), got {tuple(attn.shape)}")
+    b, _, p, _ = attn.shape
+    mask = check_mask(mask, b, p, attn.device)
+    x = attn.to(torch.promote_types(attn.dtype, torch.float32))
+    n = mask.sum(-1)
+    real = torch.arange(p, device=x.device) < n[:, None]
+    if right_padded is None:
+        right_padded = is_right_padded(mask)
+    if right_padded:
+        a = x * real[:, None, None, :]  # PAD keys zeroed (a new tensor, PAD rows kept)
+    else:
+        a, _ = compact_square(x, mask)
+    total = a.sum(-1, keepdim=True)
+    # rows renormalised over the real keys; PAD query rows divided by inf (zeroed)
+    a = a.div_(torch.where(real[:, None, :, None], torch.where(total > 0, total, 1.0), torch.inf))
+    return a, n
+
+
 def genome_measures(
     attn: Tensor, mask: Tensor | None = None, options: GateOptions | None = None
 ) -> tuple[Tensor, Tensor, Tensor]:
@@ -166,47 +299,10 @@ def genome_measures(
     profile : (batch, head, k_pos) content-key profile in compacted positions
     has_profile : (batch, head) bool
     """
-    measures, profile, has_profile, parts = _genome_measures(attn, mask, options)
-    measures[:, MEASURES.index("cluster")] = cluster_from_parts(parts)
-    return measures, profile, has_profile
-
-
-def _genome_measures(
-    attn: Tensor, mask: Tensor | None, options: GateOptions | None
-) -> tuple[Tensor, Tensor, Tensor, ClusterParts]:
-    """``genome_measures`` with the cluster measure left at 0, and its parts."""
-    options = options or GateOptions()
-    if attn.dim() != 4 or attn.shape[-1] != attn.shape[-2]:
-        raise ValueError(f"attn must be (batch, head, pos, pos), got {tuple(attn.shape)}")
-    b, _, p, _ = attn.shape
-    mask = check_mask(mask, b, p, attn.device)
-    a, n = compact_square(attn.to(torch.promote_types(attn.dtype, torch.float32)), mask)
-    a = a / torch.where((s := a.sum(-1, keepdim=True)) > 0, s, 1.0)
-    idx = torch.arange(p, device=a.device)
-    real = idx < n[:, None]
-    content = real & (idx >= 1) & (idx < n[:, None] - 1)
-    rows = content if options.drop_special else real
-    last = (n - 1).clamp(min=0)[:, None, None, None].expand(*a.shape[:-1], 1)
-    cls, sep = a[..., 0], a.gather(-1, last)[..., 0]
-    ln_n = torch.log(n.to(a.dtype).clamp(min=2))[:, None, None]
-    content_mass = (a * content[:, None, None, :]).sum(-1)
-    per_row = {
-        "closed": cls + sep,
-        "open": hm.row_entropy(a) / ln_n,
-        "backward": hm.contextual_mass(a, options.window, forward=False),
-        "forward": hm.contextual_mass(a, options.window, forward=True),
-        "content": content_mass,
-        "cls": cls,
-        "sep": sep,
-        "distance": hm.mean_distance(a),
-        "metastable_k": hm.metastable_k(a, options.coverage),
-    }
-    out = {k: hm.row_mean(v, rows) for k, v in per_row.items()}
-    out["cluster"] = torch.zeros_like(out["content"])  # filled from the parts by the caller
-    out["focus"] = out["content"] * hm.focus(a, rows, content, options.iterations)
-    profile, has_profile = hm.key_profile(a, rows, content)
-    measures = torch.stack([out[m] for m in MEASURES], 1)
-    return measures, profile, has_profile, cluster_parts(a, content)
+    lm = layer_measures(attn, mask, options)
+    measures = lm.measures.clone()
+    measures[:, MEASURES.index("cluster")] = cluster_from_parts(lm.parts)
+    return measures, lm.profile, lm.has_profile
 
 
 def gate_stats(
@@ -248,9 +344,8 @@ def gate_stats_and_parts(
     (``ClusterParts.cat``), runs ``cluster_from_parts`` once and adds the scores back with
     ``add_cluster``: the result equals ``gate_stats``.
     """
-    measures, profile, has_profile, parts = _genome_measures(attn, mask, options)
+    lm = layer_measures(attn, mask, options)
     labels = check_labels(labels, attn.shape[0], n_classes, attn.device)
-    entropy = hm.row_entropy(profile[..., None, :])[..., 0]  # (batch, head)
 
     def per_class(x: Tensor) -> Tensor:
         out = torch.zeros((n_classes, *x.shape[1:]), dtype=torch.float64, device=x.device)
@@ -258,12 +353,12 @@ def gate_stats_and_parts(
 
     stats = GateStats(
         n_genomes=per_class(torch.ones(attn.shape[0], device=attn.device)),
-        sums=per_class(measures),
-        profile_sum=per_class(profile),
-        profile_entropy_sum=per_class(entropy),
-        n_profiles=per_class(has_profile),
+        sums=per_class(lm.measures),
+        profile_sum=per_class(lm.profile),
+        profile_entropy_sum=per_class(lm.profile_entropy),
+        n_profiles=per_class(lm.has_profile),
     )
-    return stats, parts
+    return stats, lm.parts
 
 
 def add_cluster(

@@ -7,6 +7,8 @@ first, [CLS] at 0, [SEP] at n - 1, PAD rows and columns zero) and return one val
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -40,6 +42,77 @@ def row_entropy(attn: Tensor) -> Tensor:
     (..., q_pos)
     """
     return -torch.special.xlogy(attn, attn).sum(-1)
+
+
+@dataclass(frozen=True)
+class RowStatistics:
+    """Per-row statistics of attention rows, all (batch, head, q_pos).
+
+    Attributes
+    ----------
+    entropy : H_i = -Σ_j A_ij ln A_ij (``row_entropy``)
+    distance : Σ_j A_ij |i - j| (``mean_distance``)
+    metastable_k : fewest keys reaching the coverage (``metastable_k``)
+    """
+
+    entropy: Tensor
+    distance: Tensor
+    metastable_k: Tensor
+
+
+def row_statistics(attn: Tensor, coverage: float = 0.9, tol: float = 1e-6) -> RowStatistics:
+    """Row entropy, attention distance and metastable k of every row, in one pass.
+
+    On the CPU one (genome, head) matrix at a time: its rows are read while in cache, the
+    temporaries go to one reused buffer (no large block is allocated, none is page-faulted in),
+    the entropy takes ``a ln max(a, tiny)`` (the vectorised log; 0 for a = 0, the same as
+    ``xlogy`` up to its last bit) and the metastable k sorts the matrix's rows (numpy).
+    Elsewhere the batch at once through ``row_entropy``, ``mean_distance`` and
+    ``metastable_k``.
+
+    Parameters
+    ----------
+    attn : (batch, head, pos, pos), rows summing to 1 (or 0 for PAD rows)
+    coverage, tol : as in ``metastable_k``
+
+    Returns
+    -------
+    RowStatistics
+    """
+    if attn.device.type != "cpu":
+        return RowStatistics(
+            row_entropy(attn), mean_distance(attn), metastable_k(attn, coverage, tol)
+        )
+    p = attn.shape[-1]
+    shape = attn.shape[:-1]
+    a = attn.detach().resolve_neg()
+    a = a if a.dtype in (torch.float32, torch.float64) else a.float()
+    flat = a.reshape(-1, p, p)
+    idx = torch.arange(p, dtype=a.dtype)
+    far = (idx[:, None] - idx[None, :]).abs()
+    tiny = torch.finfo(a.dtype).tiny
+    entropy = a.new_empty(flat.shape[:-1])
+    distance = a.new_empty(flat.shape[:-1])
+    k = np.empty(flat.shape[:-1], dtype=np.int64)
+    buf = a.new_empty((p, p))
+    low = buf.numpy()
+    wide = np.empty((p, p))
+    target = coverage - tol
+    for i in range(flat.shape[0]):
+        m = flat[i]
+        low[...] = m.numpy()
+        low.sort(axis=-1)
+        k[i] = _first_reaching_sorted(low, target, wide)
+        torch.clamp(m, min=tiny, out=buf).log_().mul_(m)
+        torch.sum(buf, -1, out=entropy[i])
+        torch.mul(m, far, out=buf)
+        torch.sum(buf, -1, out=distance[i])
+    dtype = attn.dtype
+    return RowStatistics(
+        entropy.neg_().view(shape).to(dtype),
+        distance.view(shape).to(dtype),
+        torch.from_numpy(k).view(shape).to(dtype),
+    )
 
 
 def contextual_mass(attn: Tensor, window: int, forward: bool) -> Tensor:
@@ -83,6 +156,10 @@ def mean_distance(attn: Tensor) -> Tensor:
     return (attn * (idx[:, None] - idx[None, :]).abs()).sum(-1)
 
 
+#: Sorted keys summed together by ``metastable_k`` before the crossing block is searched.
+_K_BLOCK = 16
+
+
 def metastable_k(attn: Tensor, coverage: float = 0.9, tol: float = 1e-6) -> Tensor:
     """Metastable-state size per row: the fewest keys whose mass reaches ``coverage``.
 
@@ -90,7 +167,13 @@ def metastable_k(attn: Tensor, coverage: float = 0.9, tol: float = 1e-6) -> Tens
     ``tol`` absorbs rounding. Rows of zeros (PAD) give 0.
 
     On CPU the rows are sorted by numpy (vectorised sorting: ~10x faster than ``torch.sort``
-    on one thread at 432 keys); elsewhere by torch.
+    on one thread at 432 keys) and the running sum is not taken over whole rows: the sorted
+    keys are summed in blocks of 16 (float64), the block where the running sum reaches
+    ``coverage - tol`` is found from the block sums, and only its 16 keys are summed one by
+    one. The running sums are compared in the input's precision, as the full cumulative sum
+    (float64, rounded back, as torch's CPU cumsum does) would be: the same k but where two
+    float64 summation orders round to different sides of the target (differences ~1e-16).
+    Elsewhere the rows are sorted and summed by torch.
 
     Parameters
     ----------
@@ -105,14 +188,62 @@ def metastable_k(attn: Tensor, coverage: float = 0.9, tol: float = 1e-6) -> Tens
     if attn.device.type == "cpu":
         a = attn.detach().resolve_neg()
         a = a if a.dtype in (torch.float32, torch.float64) else a.float()
-        desc = np.sort(a.numpy(), axis=-1)[..., ::-1]
-        # accumulated in float64 and rounded back, as torch's CPU cumsum does
-        cum = torch.from_numpy(np.cumsum(desc, axis=-1, dtype=np.float64).astype(desc.dtype))
-    else:
-        cum = attn.sort(-1, descending=True).values.cumsum(-1)
+        return torch.from_numpy(_first_reaching(a.numpy(), coverage - tol)).to(attn.dtype)
+    cum = attn.sort(-1, descending=True).values.cumsum(-1)
     k = (cum < coverage - tol).sum(-1) + 1
-    nonzero = (attn > 0).sum(-1)
-    return torch.minimum(k, nonzero).to(attn.dtype)
+    return torch.minimum(k, (attn > 0).sum(-1)).to(attn.dtype)
+
+
+def _first_reaching(x: np.ndarray, target: float) -> np.ndarray:
+    """Per row of ``x`` (..., n): the fewest largest entries whose float64 sum, rounded to
+    ``x``'s precision, reaches ``target`` (rounded likewise), at most the number of positive
+    entries (that number where the target is not reached)."""
+    n = x.shape[-1]
+    rows = x.reshape(-1, n)
+    k = _first_reaching_sorted(np.sort(rows, axis=-1), target)
+    return k.reshape(x.shape[:-1])
+
+
+def _first_reaching_sorted(
+    low: np.ndarray, target: float, wide: np.ndarray | None = None
+) -> np.ndarray:
+    """``_first_reaching`` of rows sorted in ascending order, (rows, n) -> (rows,).
+
+    The sorted rows are summed in blocks of ``_K_BLOCK`` keys (float64, in ``wide`` when given:
+    a reused (rows, n) float64 buffer), the first block whose running sum reaches the target is
+    found, and only its keys are summed one by one. A row that reaches a positive target does
+    so at a positive entry, so the positive entries are counted only for the rows that do not
+    reach it (PAD rows, mostly).
+    """
+    r, n = low.shape
+    k = np.zeros(r, dtype=np.int64)
+    if r == 0 or n == 0:
+        return k
+    goal = np.asarray(target, dtype=low.dtype)
+    if goal <= 0:  # the largest entry reaches it, if positive
+        return (low[:, -1] > 0).astype(np.int64)
+    q, head = divmod(n, _K_BLOCK)
+    if wide is None:
+        wide = np.empty((r, n))
+    np.copyto(wide, low)
+    # block b (descending order) holds ascending positions [n - (b+1)B, n - bB)
+    blocks = np.einsum("ijk->ij", wide[:, head:].reshape(r, q, _K_BLOCK))[:, ::-1]
+    if head:
+        blocks = np.concatenate([blocks, wide[:, :head].sum(-1)[:, None]], 1)
+    cum = np.cumsum(blocks, axis=-1)
+    reached = cum.astype(low.dtype) >= goal
+    hit = np.flatnonzero(reached[:, -1])
+    if hit.size:
+        b = reached[hit].argmax(-1)
+        before = np.where(b > 0, cum[hit, np.maximum(b - 1, 0)], 0.0)
+        pos = n - 1 - b[:, None] * _K_BLOCK - np.arange(_K_BLOCK)  # descending in the block
+        valid = pos >= 0
+        vals = np.where(valid, wide[hit[:, None], np.maximum(pos, 0)], 0.0)
+        inner = before[:, None] + np.cumsum(vals, axis=-1)
+        k[hit] = b * _K_BLOCK + ((inner.astype(low.dtype) >= goal) & valid).argmax(-1) + 1
+    miss = np.flatnonzero(~reached[:, -1])
+    k[miss] = (low[miss] > 0).sum(-1)
+    return k
 
 
 def top_singular_share(
@@ -120,6 +251,8 @@ def top_singular_share(
     iterations: int = 8,
     rows: Tensor | None = None,
     cols: Tensor | None = None,
+    *,
+    square_norm: Tensor | None = None,
 ) -> Tensor:
     """Share of the largest singular value, ``s_1² / Σ_k s_k² = ||M||_2² / ||M||_F²``.
 
@@ -131,7 +264,8 @@ def top_singular_share(
     exact once ``iterations`` reaches the rank, and converges much faster than power iteration:
     in float64, 4 steps agree with the SVD to 3e-9 on the real model's attention maps and 8
     steps to 4e-9 on random softmax matrices (power iteration needed 50 steps for 4e-6). Each
-    step reads ``m`` twice (``M v`` and ``Mᵀ u``, both row-major).
+    step reads ``m`` twice (``M v`` and ``Mᵀ u``, both as vector-matrix products reading ``m``
+    row-major: on CPU BLAS ``vᵀ Mᵀ`` is ~3x faster than the batched matrix-vector product).
 
     Parameters
     ----------
@@ -139,6 +273,8 @@ def top_singular_share(
     iterations : Lanczos steps (capped at min(rows, cols))
     rows, cols : (..., rows) and (..., cols) masks (bool or 0/1), broadcastable against ``m``'s
         leading dimensions; None = all
+    square_norm : (...) ``‖M‖_F²`` when the caller has it (else computed: one pass over ``m``
+        and a temporary of its size)
 
     Returns
     -------
@@ -146,11 +282,14 @@ def top_singular_share(
     """
     r = None if rows is None else rows.to(m.dtype)[..., None]
     c = None if cols is None else cols.to(m.dtype)[..., None]
-    sq = m.square()
-    if c is not None:
-        sq = sq * c.transpose(-1, -2)
-    fro = (sq.sum(-1, keepdim=True) * (r if r is not None else 1.0)).sum((-2, -1))
-    del sq
+    if square_norm is not None:
+        fro = square_norm.to(m.dtype)
+    else:
+        sq = m.square()
+        if c is not None:
+            sq = sq * c.transpose(-1, -2)
+        fro = (sq.sum(-1, keepdim=True) * (r if r is not None else 1.0)).sum((-2, -1))
+        del sq
     tiny = torch.finfo(m.dtype).eps * fro.sqrt()[..., None, None]
 
     def unit(x: Tensor) -> tuple[Tensor, Tensor]:
@@ -175,7 +314,7 @@ def top_singular_share(
     betas: list[Tensor] = []
     u_prev, beta = None, None
     for _ in range(k):
-        u = m @ v
+        u = (v.transpose(-1, -2) @ m.transpose(-1, -2)).transpose(-1, -2)  # M v, as vᵀ Mᵀ
         if r is not None:
             u = u * r
         if u_prev is not None and beta is not None:
@@ -198,7 +337,7 @@ def top_singular_share(
     return torch.where(fro > 0, top / fro.clamp(min=1e-30), 0.0).clamp(0.0, 1.0)
 
 
-def key_profile(attn: Tensor, rows: Tensor, keys: Tensor) -> tuple[Tensor, Tensor]:
+def key_profile(attn: Tensor, rows: Tensor | None, keys: Tensor) -> tuple[Tensor, Tensor]:
     """Key profile: the attention mass each key receives from the chosen rows, normalised.
 
     ``p_j = Σ_{i ∈ rows} A_ij / Σ_{i ∈ rows, j' ∈ keys} A_ij'`` for j in ``keys``.
@@ -206,19 +345,28 @@ def key_profile(attn: Tensor, rows: Tensor, keys: Tensor) -> tuple[Tensor, Tenso
     Parameters
     ----------
     attn : (batch, head, pos, pos)
-    rows, keys : (batch, pos) bool
+    rows, keys : (batch, pos) bool; ``rows`` None = every row (the caller zeroed the others)
 
     Returns
     -------
     profile : (batch, head, k_pos), sums to 1 (or is all 0 when no mass reaches ``keys``)
     has_profile : (batch, head) bool, some mass reaches ``keys``
     """
-    mass = (attn * rows[:, None, :, None]).sum(-2) * keys[:, None, :]
+    chosen = attn if rows is None else attn * rows[:, None, :, None]
+    mass = chosen.sum(-2) * keys[:, None, :]
     total = mass.sum(-1, keepdim=True)
     return mass / torch.where(total > 0, total, 1.0), total[..., 0] > 0
 
 
-def focus(attn: Tensor, rows: Tensor, keys: Tensor, iterations: int = 8) -> Tensor:
+def focus(
+    attn: Tensor,
+    rows: Tensor,
+    keys: Tensor,
+    iterations: int = 8,
+    *,
+    profile: Tensor | None = None,
+    square_norm: Tensor | None = None,
+) -> Tensor:
     """How much all chosen rows read the same few ``keys``: ``s1_share * concentration``.
 
     With A' the attention restricted to ``rows`` x ``keys``: ``s1_share = s_1²/Σ s²`` of A'
@@ -231,13 +379,18 @@ def focus(attn: Tensor, rows: Tensor, keys: Tensor, iterations: int = 8) -> Tens
     attn : (batch, head, pos, pos)
     rows, keys : (batch, pos) bool
     iterations : Lanczos steps for s_1 (``top_singular_share``)
+    profile : (batch, head, k_pos) ``key_profile(attn, rows, keys)`` when the caller has it
+    square_norm : (batch, head) ``‖A'‖_F²`` when the caller has it (see ``top_singular_share``)
 
     Returns
     -------
     (batch, head) in [0, 1]
     """
-    share = top_singular_share(attn, iterations, rows[:, None, :], keys[:, None, :])
-    profile, _ = key_profile(attn, rows, keys)
+    share = top_singular_share(
+        attn, iterations, rows[:, None, :], keys[:, None, :], square_norm=square_norm
+    )
+    if profile is None:
+        profile, _ = key_profile(attn, rows, keys)
     n_keys = keys.sum(-1).to(attn.dtype)[:, None]  # (batch, 1)
     effective = torch.exp(row_entropy(profile[..., None, :])[..., 0])
     concentration = torch.where(n_keys > 0, 1 - effective / n_keys.clamp(min=1), 0.0)

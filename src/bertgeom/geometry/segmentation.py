@@ -16,6 +16,11 @@ dynamic programming to maximise
 and the score is ``r * gain / (1 - T(inside))`` in [0, 1]: 1 when all attention is reciprocal and
 sits in blocks, 0 for a banded or uniform matrix (a single block or n singletons always give
 gain 0, since T has the same total and the same diagonal as S).
+
+Computation (``solve_reciprocal``): no (pos+1)² block tables. T's block masses depend on the
+block length only (from the diagonal sums of S), S's grow row by row in float64 running sums,
+one row of S read per sequential step; per head only R itself (the attention's size) is held.
+``best_blocks`` / ``solve_blocks`` keep the general programme on tables of any two matrices.
 """
 
 from __future__ import annotations
@@ -166,46 +171,166 @@ def chain_sum(table: Tensor, parent: Tensor) -> Tensor:
 
 @dataclass(frozen=True)
 class ClusterParts:
-    """What the cluster score needs before the dynamic programme: the block tables of
-    (S - T, T) and the reciprocity r, for (batch, head) matrices."""
+    """What the cluster score needs before the dynamic programme, for (batch, head) matrices:
+    the reciprocal attention R in content order (content positions first, [0, m); zero
+    elsewhere), the content size m, the reciprocity r and the total reciprocal mass Σ R.
 
-    tables: BlockTables
+    One matrix of the attention's size per head: the banded null and the block masses are
+    never tabulated (``solve_reciprocal``).
+    """
+
+    recip: Tensor  # (batch, head, pos, pos) R, unnormalised
+    n_content: Tensor  # (batch, head) int64 m
     reciprocity: Tensor  # (batch, head)
+    total: Tensor  # (batch, head) Σ R
 
     @property
     def nbytes(self) -> int:
-        """Memory held by the tables and r."""
-        tensors = [getattr(self.tables, f.name) for f in fields(BlockTables)]
-        return sum(t.numel() * t.element_size() for t in [*tensors, self.reciprocity])
+        """Memory held by the parts."""
+        return sum(getattr(self, f.name).nbytes for f in fields(self))
 
     @staticmethod
     def cat(parts: Sequence[ClusterParts]) -> ClusterParts:
         """Parts of the same genomes concatenated along the head dimension (e.g. all layers)."""
         return ClusterParts(
-            BlockTables.cat([x.tables for x in parts], 1),
-            torch.cat([x.reciprocity for x in parts], 1),
+            *(torch.cat([getattr(x, f.name) for x in parts], 1) for f in fields(ClusterParts))
         )
 
 
+def reciprocal_parts(x: Tensor, n_content: Tensor, content_rows: Tensor) -> ClusterParts:
+    """``ClusterParts`` of attention already in content order.
+
+    Parameters
+    ----------
+    x : (batch, head, pos, pos) attention (a view is fine) whose content positions are
+        [0, m) of each genome; rows and columns past m must be zero except row and column m
+        itself (the [SEP] of compacted attention, dropped here)
+    n_content : (batch,) int64 m
+    content_rows : (batch, head) content rows that give content keys any mass
+
+    Returns
+    -------
+    ClusterParts
+    """
+    b, h, p, _ = x.shape
+    s = torch.mul(x, x.transpose(-1, -2))  # A_ij A_ji, a new (batch, head, pos, pos) tensor
+    if p:  # zero row and column m where m < pos
+        genome = torch.arange(b, device=x.device)
+        sep = n_content.clamp(max=p - 1)
+        keep = (n_content >= p).to(s.dtype)[:, None, None]
+        s[genome, :, sep, :] *= keep
+        s[genome, :, :, sep] *= keep
+    s = s.sqrt_()  # reciprocal attention R
+    total = s.sum((-1, -2))
+    reciprocity = (total / content_rows.clamp(min=1)).clamp(max=1.0)
+    return ClusterParts(s, n_content[:, None].expand(b, h).contiguous(), reciprocity, total)
+
+
 def cluster_parts(attn: Tensor, content: Tensor) -> ClusterParts:
-    """Everything of ``cluster_score`` up to the dynamic programme (arguments as there)."""
-    pair = content[:, :, None] & content[:, None, :]  # (batch, pos, pos)
-    a = attn.clamp(min=0) * pair[:, None]
-    s = (a * a.transpose(-1, -2)).sqrt()  # reciprocal attention R
-    total = s.sum((-1, -2), keepdim=True)
+    """Everything of ``cluster_score`` up to the dynamic programme (arguments as there).
+
+    The content positions are moved first (``compact_square`` with the content mask): for a
+    contiguous content mask (the real tokens less [CLS]/[SEP]) that is a shift, which changes
+    nothing; a mask with gaps is read with the gaps closed.
+    """
+    from bertgeom.geometry.masking import compact_square
+
+    a, m = compact_square(attn.clamp(min=0), content)  # content first, the rest zero
     rows = a.sum(-1).gt(0).sum(-1)  # (batch, head) content rows that read content keys
-    reciprocity = (total[..., 0, 0] / rows.clamp(min=1)).clamp(max=1.0)
-    s = s / torch.where(total > 0, total, 1.0)
-    t = toeplitz_null(s, pair)
-    return ClusterParts(block_tables(s - t, t), reciprocity)
+    return reciprocal_parts(a, m, rows)
+
+
+def solve_reciprocal(recip: Tensor, n_content: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Best segmentation of reciprocal attention against its banded null, by dynamic programming.
+
+    With S = R (symmetric, content [0, m)) and T the banded null of S (``toeplitz_null``: the
+    mean ``t_k`` of each diagonal over its m - k pairs), ``f[j] = max_{i<j} f[i] + D([i, j)²)``
+    with D = S - T, as ``best_blocks(S - T, T)`` but without its two (pos+1)² tables:
+
+    - the block masses of T depend on the block's length only: ``G(L) = Σ_{|k|<L} (L - |k|)
+      t_k``, from the diagonal sums of S (one sweep over the rows of S);
+    - the block masses of S grow row by row: adding row r to the blocks [i, r) adds
+      ``2 Σ_{i<=q<r} S_rq + S_rr``, the part of which that depends on i is a cumulative sum of
+      row r of S; the parts that depend on r alone are added to every candidate and do not move
+      the maximum, so they are kept out of the running candidates and added back at the end
+      (they sum to the mass of S plus m t_0).
+
+    Each of the ``pos`` sequential steps reads one row of S (its first r entries) and updates
+    the float64 running candidates (``h``); the mass of T inside the maximising blocks is then
+    summed along the chain of block starts (``chain_sum``).
+
+    Parameters
+    ----------
+    recip : (..., pos, pos) S, symmetric, zero outside [0, m)²
+    n_content : (...) int64 m
+
+    Returns
+    -------
+    gain : (...) float64, the maximal in-block mass of S - T (in units of S)
+    inside : (...) float64, the in-block mass of T for the maximising segmentation
+    total : (...) float64, the mass of S (from its diagonal sums)
+    """
+    lead = recip.shape[:-2]
+    p = recip.shape[-1]
+    s = recip.reshape(-1, p, p)
+    m = n_content.reshape(-1).to(s.device)
+    n = s.shape[0]
+    wide = torch.float64
+    # diagonal sums: row r adds S[r, r-k] to diagonal k = r - i, stored reversed (index p-1-k)
+    rev = s.new_zeros((n, p))
+    for r in range(p):
+        rev[:, p - 1 - r :] += s[:, r, : r + 1]
+    diag = rev.flip(-1).to(wide)  # (n, p): Σ_r S[r, r+k]
+    k = torch.arange(p, device=s.device, dtype=wide)
+    inside_m = k < m[:, None]
+    t = torch.where(inside_m, diag / (m[:, None] - k).clamp(min=1), 0.0)  # (n, p) t_k
+    total = diag[:, 0] + 2 * diag[:, 1:].sum(-1)
+    tcum = t.cumsum(-1)  # Σ_{u<=x} t_u
+    tcum_rev = tcum.flip(-1)  # tcum_rev[p-1-x] = tcum[x]
+    h = s.new_zeros((n, p + 1), dtype=wide)  # running candidates, then g at j
+    g = s.new_zeros((n, p + 1), dtype=wide)  # ĝ[j] = f[j] - (terms of the steps < j)
+    start = torch.zeros((n, p + 1), dtype=torch.long, device=s.device)
+    fused = _fused_max(s.device)
+    for r in range(p):  # block end j = r + 1
+        if r:
+            h[:, 1 : r + 1].sub_(s[:, r, :r].cumsum(-1), alpha=2)  # Σ_{q<i} S[r, q], i >= 1
+        h[:, : r + 1].sub_(tcum_rev[:, p - 1 - r :], alpha=2)  # tcum[r - i]
+        if fused:
+            torch.max(h[:, : r + 1], -1, out=(g[:, r + 1], start[:, r + 1]))
+        else:
+            arg = h[:, : r + 1].argmax(-1, keepdim=True)
+            g[:, r + 1] = h[:, : r + 1].gather(-1, arg)[:, 0]
+            start[:, r + 1] = arg[:, 0]
+        h[:, r + 1] = g[:, r + 1]
+    at = m.clamp(max=p)[:, None]
+    gain = g.gather(-1, at)[:, 0] + total + m.to(wide) * t[:, 0]
+    # T mass of a block of length L: G(L) = 2 Σ_{x<L} tcum[x] - L t_0 (G(0) = 0)
+    length = torch.arange(p + 1, device=s.device)
+    tt = torch.nn.functional.pad(tcum.cumsum(-1), (1, 0))  # (n, p+1): Σ_{x<L} tcum[x]
+    block_t = 2 * tt - length.to(wide) * t[:, :1]
+    val = block_t.gather(-1, length - start)  # T mass of the block ending at j
+    inside = _chain_from(val, start, at)
+    return gain.view(lead), inside.view(lead), total.view(lead)
+
+
+def _chain_from(val: Tensor, parent: Tensor, at: Tensor) -> Tensor:
+    """``chain_sum`` of per-link values ``val[k]`` (the link k -> parent[k]) read at ``at``."""
+    val = val.clone()
+    val[..., 0] = 0
+    par = parent
+    for _ in range(max(1, math.ceil(math.log2(max(parent.shape[-1], 2))))):
+        val = val + val.gather(-1, par)
+        par = par.gather(-1, par)
+    return val.gather(-1, at)[..., 0]
 
 
 def cluster_from_parts(parts: ClusterParts) -> Tensor:
     """The cluster score (batch, head) from ``cluster_parts`` (one dynamic programme)."""
-    gain, inside = solve_blocks(parts.tables)
-    room = 1.0 - inside
+    gain, inside, total = solve_reciprocal(parts.recip, parts.n_content)
+    scale = torch.where(total > 0, total, 1.0)
+    gain, room = gain / scale, 1.0 - inside / scale
     score = torch.where(room > 1e-6, gain / room.clamp(min=1e-6), 0.0)
-    return score.clamp(0.0, 1.0) * parts.reciprocity
+    return (score.clamp(0.0, 1.0) * parts.reciprocity).to(parts.reciprocity.dtype)
 
 
 def cluster_score(attn: Tensor, content: Tensor) -> Tensor:
@@ -218,7 +343,8 @@ def cluster_score(attn: Tensor, content: Tensor) -> Tensor:
     ----------
     attn : (batch, head, pos, pos) attention (compacted or not; rows and keys outside
         ``content`` are ignored)
-    content : (batch, pos) bool, the content positions (real, not [CLS]/[SEP])
+    content : (batch, pos) bool, the content positions (real, not [CLS]/[SEP]), taken in
+        order (a mask with gaps is read with the gaps closed)
 
     Returns
     -------
