@@ -33,7 +33,21 @@ CONFIGS = {
 }  # fmt: skip
 
 #: (config, table) -> why the table differs from the first engine's on purpose
-INTENDED: dict[tuple[str, str], str] = {}
+INTENDED: dict[tuple[str, str], str] = {
+    ("all", "embeddings"): "k-NN's k is clipped to the smallest class of a training fold "
+    "(3 genomes per class gave k-NN 0.25 beside a probe of 1.0)",
+    ("correct", "output_histogram"): "with drop_special, [CLS]/[SEP] no longer enter the "
+    "mean-pooled vectors (the token sums are over the content rows)",
+    ("correct", "separability"): "with drop_special, [CLS]/[SEP] no longer enter the mean-pooled "
+    "vectors",
+}
+#: table -> columns compared with a wider tolerance (why), and columns not compared (why)
+LOOSE: dict[str, tuple[dict[str, float], tuple[str, ...]]] = {
+    # z is a difference of near-equal proportions over its standard error: the key mass summed
+    # in another order in float32 moves it by ~3e-6; the genome-level t-test is left out where
+    # the per-genome excess is float32 rounding noise (t NaN, not significant: a method fix)
+    "domains": ({"z": 1e-5, "p_value": 1e-5}, ("t", "p_genome", "significant_genome")),
+}
 
 
 @pytest.fixture(scope="module", params=sorted(CONFIGS))
@@ -55,6 +69,10 @@ def test_every_table_equals_the_first_engines(runs):
             continue
         ours = pd.read_parquet(out / f"{table}.parquet")
         theirs = pd.read_parquet(gold / f"{table}.parquet")
+        wide, skip = LOOSE.get(table, ({}, ()))
+        for col, atol in wide.items():
+            np.testing.assert_allclose(ours[col], theirs[col], atol=atol, err_msg=f"{table}.{col}")
+        ours, theirs = ours.drop(columns=[*wide, *skip]), theirs.drop(columns=[*wide, *skip])
         pd.testing.assert_frame_equal(
             ours, theirs, rtol=1e-6, atol=1e-6, check_dtype=False, obj=f"{name}/{table}"
         )
