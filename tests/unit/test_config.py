@@ -38,18 +38,32 @@ def test_missing_and_invalid_files(tmp_path):
         read_toml(bad)
 
 
-def test_analyze_map_methods():
-    assert AnalyzeConfig().maps == ("pca", "tsne", "umap")
-    assert AnalyzeConfig(map_methods=" umap, pca ").maps == ("pca", "umap")
-    assert AnalyzeConfig(map_methods="").maps == ()
-    with pytest.raises(
-        ConfigError, match=r"map_methods has unknown maps \['isomap'\] \(valid: pca"
-    ):
-        AnalyzeConfig(map_methods="tsne,isomap")
+def test_analyze_measure_options():
+    def embeddings(**kw):
+        return AnalyzeConfig(measures={"embeddings": kw}).options()["embeddings"]
+
+    assert embeddings().methods == ("pca", "tsne", "umap")
+    assert embeddings(maps=" umap, pca ").methods == ("pca", "umap")
+    assert embeddings(maps="").methods == ()
+    with pytest.raises(ConfigError, match=r"maps: unknown isomap \(valid: pca"):
+        embeddings(maps="tsne,isomap")
     with pytest.raises(ConfigError, match="map_genomes must be >= 5"):
-        AnalyzeConfig(map_genomes=4)
-    with pytest.raises(ConfigError, match="perplexity must be > 0"):
-        resolve(AnalyzeConfig, {"perplexity": 0})
+        embeddings(map_genomes=4)
+    with pytest.raises(ConfigError, match="perplexity must be a finite number > 0"):
+        resolve(AnalyzeConfig, {"embeddings": {"perplexity": 0}})
+    with pytest.raises(ConfigError, match=r"\[analyze.embeddings\].perplexity must be a finite"):
+        resolve(AnalyzeConfig, {"embeddings": {"perplexity": "x"}})
+    # TOML sub-tables and command-line overrides meet per option
+    cfg = resolve(
+        AnalyzeConfig,
+        {"gates": {"window": 2, "coverage": 0.8}},
+        {"measures": {"gates": {"window": "4"}}},
+    )
+    gates = cfg.options()["gates"]
+    assert (gates.window, gates.coverage) == (4, 0.8)
+    assert cfg.resolved()["measures"]["gates"]["window"] == 4
+    with pytest.raises(ConfigError, match="unknown measure"):
+        resolve(AnalyzeConfig, {"gatez": {"window": 2}})
 
 
 def test_unset_training_options_take_the_preset_recipe():
