@@ -2,8 +2,8 @@
 
 Substitutions ``S:N501Y``, deletions one residue at a time ``S:H69-``, insertions after a residue
 ``S:214:EPE`` (Nextclade's ``aaInsertions`` notation: gene, the residue the inserted amino acids
-follow, the inserted amino acids). The spike is translated codon by codon in reference coordinates, so a frameshift
-only blurs the codons it touches; it is reported separately.
+follow, the inserted amino acids). The spike is translated codon by codon in reference
+coordinates, so a frameshift only blurs the codons it touches; it is reported separately.
 
 In-frame deletions that do not start on a codon boundary (after normalisation) are translated
 as Nextclade does: the codons the gap starts in are deleted, and the last codon it touches takes

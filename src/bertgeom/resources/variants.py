@@ -115,7 +115,8 @@ class Mutation:
 
     ``kind`` is ``'sub'`` (``S:N501Y``: ref ``'N'``, alt ``'Y'``), ``'del'`` (``S:H69-``: ref
     ``'H'``, alt ``'-'``) or ``'ins'`` (``S:214:EPE``: ref ``''``, alt ``'EPE'``, inserted after
-    residue ``position``; Nextclade's ``aaInsertions`` notation). Positions are 1-based residues of the reference protein.
+    residue ``position``; Nextclade's ``aaInsertions`` notation). Positions are 1-based residues
+    of the reference protein.
     """
 
     gene: str
