@@ -139,13 +139,14 @@ def spike_kmers(sequence: str, spec: KmerSpec, processor: Any) -> list[str]:
     Raises
     ------
     ValueError
-        When no spike is found in the sequence.
+        When the sequence has no usable spike: QC ``bad`` (no alignment to the spike, a partial
+        spike, too many N, a premature stop, ...), the genomes ``predict`` leaves
+        ``Unassigned``.
     """
     result = processor.process("input", sequence.upper().replace("-", "").replace("_", ""))
-    if result.spike.method == "none":
-        raise ValueError(
-            "no SARS-CoV-2 spike found in the sequence (it does not align to the reference spike)"
-        )
+    if result.qc.status == "bad":
+        reasons = "; ".join(result.qc.reasons)
+        raise ValueError(f"no usable SARS-CoV-2 spike in the sequence (QC bad: {reasons})")
     if spec.mode == "aligned":
         return kmers_reference(result.spike.aligned, spec, SPIKE_COLUMNS)
     return kmers_reference(result.spike.raw, spec)

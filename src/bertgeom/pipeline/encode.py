@@ -94,9 +94,17 @@ def encode(
     return out
 
 
+def _is_file(text: str) -> bool:
+    """Whether ``text`` names an existing file (a long sequence is not a file name)."""
+    try:
+        return "\n" not in text and Path(text).is_file()
+    except (OSError, ValueError):
+        return False
+
+
 def _records(inputs: str | os.PathLike | Sequence[str]) -> tuple[Any, int]:
     """FASTA records of ``inputs`` and their number."""
-    if isinstance(inputs, os.PathLike) or (isinstance(inputs, str) and Path(inputs).is_file()):
+    if isinstance(inputs, os.PathLike) or (isinstance(inputs, str) and _is_file(inputs)):
         return read_fasta([inputs]), count_records([inputs])
     seqs = [inputs] if isinstance(inputs, str) else list(inputs)
     records = []
