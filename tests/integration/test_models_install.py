@@ -62,3 +62,18 @@ def test_install_checks_names_and_inputs(tmp_path):
         ship.run(tmp_path, "Bad Name", "1")
     with pytest.raises(ArtifactError, match=r"bertgeom_model\.json: no such file"):
         ship.run(tmp_path, "ok", "1")
+
+
+def test_the_demo_ends_with_the_installed_models_prediction(default_tiny, tmp_path, monkeypatch):
+    from bertgeom.config import SimulateConfig
+    from bertgeom.pipeline import demo, simulate
+
+    simulate.run(tmp_path / "data", SimulateConfig(per_class=1, seed=3), progress=False)
+    lines = demo.shipped_prediction(tmp_path)
+    assert lines[0].startswith("installed model sc2-spike-small test on 8 demo genomes: ")
+    assert len(lines) == 9 and (tmp_path / demo.PREDICTIONS).is_file()
+    monkeypatch.setenv("BERTGEOM_MODELS", str(tmp_path / "none"))
+    monkeypatch.setattr("bertgeom.model.shipped.package_models_dir", lambda: tmp_path / "no_models")
+    assert demo.shipped_prediction(tmp_path) == [
+        "no installed sc2-spike-small model, so no prediction (`make model` installs it)"
+    ]
