@@ -5,7 +5,17 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 RUN_DIR ?= runs/demo
 
-.PHONY: venv demo test lint format bench real clean chromium
+MODEL_NAME ?= sc2-spike-small
+MODEL_VERSION ?= 2026-12
+MODEL_RUN ?= runs/model
+MODEL_PROVENANCE ?= 6,504 public SARS-CoV-2 genomes of ../shared/data (see its README): \
+sequenced samples from andersen-lab/HCoV-19-Genomics (San Diego, 2020-2024), nextstrain/ncov \
+example data (GenBank, 2019-2020) and Nextclade example sets, each labelled with one of 8 classes \
+only where three methods agree (nearest Nextclade reference-tree tip, Nextstrain clade rules, \
+cov-lineages constellations) and passing QC; recombinants left out. Mostly USA genomes; beta (16) \
+and lambda (17) are scarce.
+
+.PHONY: venv demo test lint format bench real model clean chromium
 
 venv: $(STAMP)
 
@@ -42,6 +52,17 @@ bench: venv
 # the same pipeline on the real genomes of ../shared/data (about 25 minutes on 2 cores)
 real: venv
 	$(BIN)/bertgeom run --config src/bertgeom/resources/real.toml
+
+# the shipped model: train `small` on the real genomes of ../shared/data (prepare, train,
+# evaluate: src/bertgeom/resources/model.toml), then install it as package data with float16
+# weights and a model card (src/bertgeom/resources/models/$(MODEL_NAME)/)
+model: venv
+	$(BIN)/bertgeom run --config src/bertgeom/resources/model.toml
+	$(BIN)/bertgeom models install $(MODEL_RUN) --name $(MODEL_NAME) --version $(MODEL_VERSION) \
+		--provenance "$(MODEL_PROVENANCE)" \
+		--command-line "make model  # on a fresh clone, with ../shared/data beside it" \
+		--command-line "bertgeom run --config src/bertgeom/resources/model.toml" \
+		--command-line "bertgeom models install $(MODEL_RUN) --name $(MODEL_NAME) --version $(MODEL_VERSION)"
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

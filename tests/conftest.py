@@ -51,3 +51,27 @@ def tiny_model(ci_prepared, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("tiny_model")
     save_model_dir(model, vocab, {"labels": labels, "preset": "tiny"}, out)
     return out
+
+
+@pytest.fixture(scope="session")
+def installed_tiny(ci_prepared, tmp_path_factory) -> Path:
+    """A ``tiny`` model trained a few steps on the CI genomes and installed with `models install`
+    as ``sc2-spike-small`` version ``test`` into a models folder of its own (returned)."""
+    from bertgeom.config import TrainConfig
+    from bertgeom.pipeline import ship, train
+
+    run = tmp_path_factory.mktemp("tiny_run")
+    (run / "prepared").symlink_to(ci_prepared, target_is_directory=True)
+    config = TrainConfig(preset="tiny", max_steps=3, threads=1, seed=0)
+    train.run(run / "prepared", run / "model", config, progress=False)
+    models = tmp_path_factory.mktemp("models")
+    ship.run(run, "sc2-spike-small", "test", out_root=models, device="cpu", progress=False)
+    return models
+
+
+@pytest.fixture()
+def default_tiny(installed_tiny, monkeypatch) -> Path:
+    """``installed_tiny`` as the default model (``BERTGEOM_MODELS``, searched first); its model
+    directory."""
+    monkeypatch.setenv("BERTGEOM_MODELS", str(installed_tiny))
+    return installed_tiny / "sc2-spike-small"

@@ -12,7 +12,7 @@ import dataclasses
 import typing
 from typing import Any
 
-DEVICE_HELP = "auto (default: CUDA when present, else CPU), cpu, cuda or cuda:N"
+DEVICE_HELP = "auto, cpu, cuda or cuda:N (default: auto = CUDA when present, else CPU)"
 
 
 def option_flag(measure: str, option: str) -> str:
@@ -34,45 +34,60 @@ def add_parser(sub: Any, with_measures: bool) -> argparse.ArgumentParser:
         "Shards: --shard K/N --state-out FILE streams one contiguous part and saves its state; "
         "--merge FILE... --out DIR merges every part's state and writes what one run writes.",
     )
-    pa.add_argument("model", metavar="MODEL_DIR")
-    pa.add_argument("prepared", metavar="PREPARED_DIR")
-    pa.add_argument("--out", help="output directory (not with --shard)")
-    pa.add_argument("--split", help="train, val, test (default) or all")
-    pa.add_argument("--max-genomes", type=int, help="class-stratified sample size (0 = all)")
+    pa.add_argument("model", metavar="MODEL_DIR", help="model directory")
+    pa.add_argument("prepared", metavar="PREPARED_DIR", help="output of `bertgeom prepare`")
+    pa.add_argument("--out", help="output directory (not with --shard; default: none)")
+    pa.add_argument("--split", help="train, val, test or all (default: test)")
+    pa.add_argument(
+        "--max-genomes", type=int, help="class-stratified sample size (default: 0 = all)"
+    )
     names = ""
     if with_measures:
         from bertgeom.geometry.measures import registry
 
         names = ": " + ", ".join(registry())
-    pa.add_argument("--only", help=f"comma-separated measures{names} (default: all)")
+    pa.add_argument(
+        "--only", help=f"comma-separated measures{names} (default: every default measure)"
+    )
     pa.add_argument(
         "--all-genomes",
         action="store_true",
-        help="statistics over all genomes, not only correctly classified ones",
+        help="statistics over all genomes, not only correctly classified ones (default: off)",
     )
     pa.add_argument(
         "--drop-special",
         action="store_true",
         default=None,
-        help="leave [CLS] and [SEP] out of every token statistic",
+        help="leave [CLS] and [SEP] out of every token statistic (default: off)",
     )
-    pa.add_argument("--batch-size", type=int, help="genomes per forward pass (64 GPU, 16 CPU)")
+    pa.add_argument(
+        "--batch-size", type=int, help="genomes per forward pass (default: 64 GPU, 16 CPU)"
+    )
     pa.add_argument("--device", help=DEVICE_HELP)
-    pa.add_argument("--seed", type=int, help="seed of the sample and post-stream analyses (42)")
-    pa.add_argument("--config", help="TOML file with an [analyze] table ([analyze.<measure>])")
+    pa.add_argument(
+        "--seed", type=int, help="seed of the sample and post-stream analyses (default: 42)"
+    )
+    pa.add_argument(
+        "--config",
+        help="TOML file with an [analyze] table and [analyze.<measure>] tables (default: none)",
+    )
     pa.add_argument(
         "--shard",
         metavar="K/N",
-        help="stream only part K of N (1-based) and save its state to --state-out",
+        help="stream only part K of N (1-based) and save its state to --state-out "
+        "(default: the whole plan)",
     )
-    pa.add_argument("--state-out", metavar="FILE", help="state file of --shard")
+    pa.add_argument("--state-out", metavar="FILE", help="state file of --shard (default: none)")
     pa.add_argument(
         "--merge",
         nargs="+",
         metavar="FILE",
-        help="merge these shard state files (every part of one plan) and write --out",
+        help="merge these shard state files (every part of one plan) and write --out "
+        "(default: none)",
     )
-    pa.add_argument("--quiet", action="store_true", help="no progress bar")
+    from bertgeom.cli import _add_quiet
+
+    _add_quiet(pa)
     if with_measures:
         _add_measure_flags(pa)
     pa.set_defaults(func=command)
@@ -95,7 +110,9 @@ def _add_measure_flags(pa: argparse.ArgumentParser) -> None:
             kwargs: dict[str, Any] = {
                 "dest": _dest(name, f.name),
                 "default": None,
-                "help": f"{text} (default: {shown!r})" if shown == "" else f"{text} ({shown})",
+                "help": f"{text} (default: {shown!r})"
+                if shown == ""
+                else f"{text} (default: {shown})",
             }
             if hints[f.name] is bool:
                 kwargs["action"] = argparse.BooleanOptionalAction
@@ -149,6 +166,8 @@ def command(args: argparse.Namespace) -> int:
         },
         source=args.config or "options",
     )
+    quiet = getattr(args, "verbosity", 0) < 0
+    say = getattr(args, "verbosity", 0) > -2
     if args.shard is not None:
         if args.merge or args.out:
             raise ConfigError("--shard writes --state-out only (no --out, no --merge)")
@@ -156,9 +175,10 @@ def command(args: argparse.Namespace) -> int:
             raise ConfigError("--shard needs --state-out FILE")
         shard = _shard(args.shard)
         lo, hi = analyze.run_shard(
-            args.model, args.prepared, args.state_out, config, shard, progress=not args.quiet
+            args.model, args.prepared, args.state_out, config, shard, progress=not quiet
         )
-        print(f"shard {shard[0] + 1}/{shard[1]}: genomes {lo}-{hi} -> {args.state_out}")
+        if say:
+            print(f"shard {shard[0] + 1}/{shard[1]}: genomes {lo}-{hi} -> {args.state_out}")
         return 0
     if args.state_out:
         raise ConfigError("--state-out goes with --shard")
@@ -167,12 +187,13 @@ def command(args: argparse.Namespace) -> int:
     if args.merge:
         s = analyze.merge(args.model, args.prepared, args.merge, args.out, config)
     else:
-        s = analyze.run(args.model, args.prepared, args.out, config, progress=not args.quiet)
-    print(
-        f"analysed {s.n_genomes} genomes ({s.n_correct} correctly classified, "
-        f"{s.n_included} in the statistics) in {s.seconds:.1f} s "
-        f"({s.genomes_per_s:.1f} genomes/s) -> {args.out}"
-    )
+        s = analyze.run(args.model, args.prepared, args.out, config, progress=not quiet)
+    if say:
+        print(
+            f"analysed {s.n_genomes} genomes ({s.n_correct} correctly classified, "
+            f"{s.n_included} in the statistics) in {s.seconds:.1f} s "
+            f"({s.genomes_per_s:.1f} genomes/s) -> {args.out}"
+        )
     for line in s.notes:
         print(f"note: {line}")
     return 0

@@ -26,7 +26,7 @@ def test_predict_writes_one_row_per_input_genome_in_order(
     extra = [("no_spike", ref[:20000]), ("tiny", "ACGT"), ("reference", ref)]
     fasta.write_text("\n".join(lines[:8]) + "\n" + "".join(f">{n}\n{s}\n" for n, s in extra))
     out = tmp_path / "predictions.tsv"
-    code = main(["predict", str(tiny_model), str(fasta), "--out", str(out), "--quiet"])
+    code = main(["predict", str(tiny_model), str(fasta), "--out", str(out)])
     assert code == 0
     assert "7 genomes: 5 classified, 2 failed QC" in capsys.readouterr().out
     rows = read_tsv(out)
@@ -34,8 +34,9 @@ def test_predict_writes_one_row_per_input_genome_in_order(
     expected_ids = [ln[1:] for ln in lines[:8:2]] + [n for n, _ in extra]
     assert [r["seq_id"] for r in rows] == expected_ids
     by_id = {r["seq_id"]: r for r in rows}
-    assert by_id["no_spike"]["predicted_class"] == "" and by_id["no_spike"]["qc_status"] == "bad"
-    assert by_id["no_spike"]["qc_notes"]
+    no_spike = by_id["no_spike"]
+    assert no_spike["predicted_class"] == "Unassigned" and no_spike["qc_status"] == "bad"
+    assert no_spike["qc_reasons"] and no_spike["probability"] == ""
     ok = by_id["reference"]
     assert ok["predicted_class"] and 0 < float(ok["probability"]) <= 1
     assert float(ok["margin"]) >= 0 and ok["runner_up"] != ok["predicted_class"]
@@ -90,7 +91,7 @@ def test_predict_keep_first_gives_repeated_ids_a_row_in_place(
     fasta = tmp_path / "dup.fasta"
     fasta.write_text(f'>{a}\n{sa}\n>{b}\n{sb}\n>{a}\n{sb}\n>q"1\n{sa}\n')
     out = tmp_path / "p.tsv"
-    cmd = ["predict", str(tiny_model), str(fasta), "--out", str(out), "--quiet"]
+    cmd = ["predict", str(tiny_model), str(fasta), "--out", str(out)]
     assert main(cmd) == 2  # the default: a repeated id is an error
     assert "duplicate" in capsys.readouterr().err and not out.exists()
     assert main([*cmd, "--dedupe", "keep-first"]) == 0
@@ -99,10 +100,12 @@ def test_predict_keep_first_gives_repeated_ids_a_row_in_place(
     )
     lines = out.read_text().splitlines()
     rows = [ln.split("\t") for ln in lines[1:]]
-    assert [r[0] for r in rows] == [a, b, a, 'q"1']  # input order; a quote is not quoted
+    seq_id = COLUMNS.index("seq_id")
+    assert [r[seq_id] for r in rows] == [a, b, a, 'q"1']  # input order; a quote is not quoted
+    assert [r[0] for r in rows] == ["0", "1", "2", "3"]  # index, duplicates included
     dup = dict(zip(COLUMNS, rows[2], strict=True))
-    assert dup["qc_status"] == "bad" and dup["predicted_class"] == ""
-    assert f"record 3 of {fasta} repeats an earlier record's id" in dup["qc_notes"]
+    assert dup["qc_status"] == "bad" and dup["predicted_class"] == "Unassigned"
+    assert f"record 3 of {fasta} repeats an earlier record's id" in dup["qc_reasons"]
     assert all(len(r) == len(COLUMNS) for r in rows)
 
 
@@ -118,7 +121,7 @@ def test_predict_output_to_gzip_and_stdout(tiny_model, shared_data, tmp_path, ca
     assert main(["predict", str(tiny_model), str(fasta), "--out", str(gz), "--quiet"]) == 0
     assert gz.read_bytes() == first  # no time or temporary name in the gzip header
     capsys.readouterr()
-    assert main(["predict", str(tiny_model), str(fasta), "--out", "-", "--quiet"]) == 0
+    assert main(["predict", str(tiny_model), str(fasta), "--out", "-"]) == 0
     captured = capsys.readouterr()
     assert captured.out == packed and len(packed.splitlines()) == 3
     assert "2 genomes: 2 classified" in captured.err and not (tmp_path / "-").exists()

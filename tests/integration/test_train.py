@@ -52,7 +52,7 @@ def test_training_lowers_the_loss_and_writes_its_files(trained):
     assert len(losses) == 15
     assert np.mean(losses[-3:]) < np.mean(losses[:3]) - 0.2
     out = result.out_dir
-    for name in ("config.json", "model.safetensors", "vocab.txt", "tokenizer.json",
+    for name in ("config.json", "model.safetensors", "vocab.txt", "tokenizer_config.json",
                  "bertgeom_model.json", "history.tsv", "manifest.json"):  # fmt: skip
         assert (out / name).is_file(), name
     assert (out / CHECKPOINT).is_file()
@@ -83,6 +83,8 @@ def test_saved_model_reloads_with_bertgeom_and_transformers(trained, prepared):
     assert float(loss) == pytest.approx(best["val_loss"], abs=1e-5)
     hf = AutoModelForSequenceClassification.from_pretrained(result.out_dir).eval()
     assert torch.allclose(_logits(hf, ids), ours, atol=1e-5)
+    import bertgeom.model.hf_tokenizer  # noqa: F401 - registers bertgeom's tokenizer class
+
     tok = AutoTokenizer.from_pretrained(result.out_dir)
     spike = val.spike.iloc[0]
     words = " ".join(kmers_reference(spike, bundle.vocab.spec, length=3822))

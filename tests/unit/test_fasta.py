@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import bz2
+import dataclasses
 import gzip
+import lzma
 import os
 import random
 import re
@@ -316,15 +319,32 @@ def test_header_in_latin1_is_named(tmp_path):
 
 @pytest.mark.parametrize(
     ("kind", "magic"),
-    [("bzip2", b"BZh91AY&SY"), ("xz", b"\xfd7zXZ\x00\x00"), ("zip", b"PK\x03\x04\x14\x00"),
-     ("zstd", b"\x28\xb5\x2f\xfd\x00")],
-)  # fmt: skip
+    [("zip", b"PK\x03\x04\x14\x00"), ("zstd", b"\x28\xb5\x2f\xfd\x00")],
+)
 def test_other_compressions_are_named(tmp_path, kind, magic):
     path = write(tmp_path / "a.fa.x", magic + bytes(32))
     assert read_error([path]) == (
-        f"{path}: {kind}-compressed; FASTA is read plain or gzip-compressed "
+        f"{path}: {kind}-compressed; FASTA is read plain or gzip-, bzip2- or xz-compressed "
         "(decompress it, or recompress it with gzip)"
     )
+
+
+@pytest.mark.parametrize(("kind", "pack"), [("bzip2", bz2.compress), ("xz", lzma.compress)])
+def test_bzip2_and_xz_read_like_plain_files(tmp_path, kind, pack):
+    text = b">a desc\nACGT\nAC\n>b\nGGTT\n"
+    plain = write(tmp_path / "a.fa", text)
+    packed = write(tmp_path / "a.fa.x", pack(text))  # detected by content, not by name
+    assert list(read_fasta([packed])) == [
+        dataclasses.replace(r, path=str(packed)) for r in read_fasta([plain])
+    ]
+    assert count_records([packed]) == 2
+
+
+@pytest.mark.parametrize(("kind", "pack"), [("bzip2", bz2.compress), ("xz", lzma.compress)])
+def test_truncated_bzip2_and_xz_are_named(tmp_path, kind, pack):
+    data = pack(b">a\n" + b"ACGT" * 5000 + b"\n")
+    path = write(tmp_path / "a.fa.x", data[: len(data) // 2])
+    assert read_error([path]).startswith(f"{path}: truncated or corrupt {kind} file (")
 
 
 # --- errors: records ----------------------------------------------------------------------------

@@ -81,7 +81,7 @@ def test_equivalent_nucleotide_placements_give_identical_columns():
 
 def test_codon_aligned_insertion_omicron_214():
     muts = calls(REF, [(col(22204), "GAGCCAGAA")]).mutations
-    assert muts == ("S:ins214EPE",)
+    assert muts == ("S:214:EPE",)
 
 
 def test_insertion_in_repeat_moves_to_codon_boundary():
@@ -150,11 +150,11 @@ def test_insertion_inside_a_changed_codon_gives_one_residue_call():
     # codon 17 (N, AAT at columns 48-50): C at column 48 and GGG inserted after it
     aligned = REF[:48] + "C" + REF[49:]
     c = calls(aligned, [(48, "GGG")])
-    assert c.mutations == ("S:N17R", "S:ins17D")
+    assert c.mutations == ("S:N17R", "S:17:D")
     assert c.protein[16] == "R"
 
 
 def test_stop_codon_inside_an_insertion_is_premature():
     c = calls(REF, [(col(22204), "TAA")])
-    assert c.mutations == ("S:ins214*",)
+    assert c.mutations == ("S:214:*",)
     assert c.premature_stop == 214

@@ -121,6 +121,8 @@ def test_hf_tokenizer_reads_the_vocabulary(tmp_path):
     spec = KmerSpec()
     vocab = build_vocabulary([[ref, deleted]], spec)
     vocab.save(tmp_path)
+    import bertgeom.model.hf_tokenizer  # noqa: F401 - registers bertgeom's tokenizer class
+
     tok = transformers.AutoTokenizer.from_pretrained(str(tmp_path))
     for seq in (ref, deleted):
         words = kmers_reference(seq, spec, 3822)

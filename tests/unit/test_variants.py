@@ -236,12 +236,18 @@ def test_lineage_table_rows_are_well_formed():
 # --- parse_mutation -----------------------------------------------------------------------------
 
 
+def test_parse_mutation_reads_the_older_insertion_form_and_writes_nextclades():
+    mutation = parse_mutation("S:ins214EPE")
+    assert mutation == Mutation("S", "ins", 214, "", "EPE")
+    assert str(mutation) == "S:214:EPE"
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
         ("S:N501Y", Mutation("S", "sub", 501, "N", "Y")),
         ("S:H69-", Mutation("S", "del", 69, "H", "-")),
-        ("S:ins214EPE", Mutation("S", "ins", 214, "", "EPE")),
+        ("S:214:EPE", Mutation("S", "ins", 214, "", "EPE")),
         ("ORF1a:T3255I", Mutation("ORF1a", "sub", 3255, "T", "I")),
         ("ORF8:Q27*", Mutation("ORF8", "sub", 27, "Q", "*")),
     ],

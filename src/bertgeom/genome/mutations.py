@@ -1,8 +1,9 @@
 """Amino-acid mutation calling on a spike in reference coordinates (Nextclade notation).
 
 Substitutions ``S:N501Y``, deletions one residue at a time ``S:H69-``, insertions after a residue
-``S:ins214EPE``. The spike is translated codon by codon in reference coordinates, so a frameshift
-only blurs the codons it touches; it is reported separately.
+``S:214:EPE`` (Nextclade's ``aaInsertions`` notation: gene, the residue the inserted amino acids
+follow, the inserted amino acids). The spike is translated codon by codon in reference
+coordinates, so a frameshift only blurs the codons it touches; it is reported separately.
 
 In-frame deletions that do not start on a codon boundary (after normalisation) are translated
 as Nextclade does: the codons the gap starts in are deleted, and the last codon it touches takes
@@ -102,7 +103,7 @@ def call_mutations(
         aa = protein[i]
         if aa != "X":
             muts.append((i + 1, 0, f"{gene}:{ref_protein[i]}{i + 1}{aa}"))
-    muts.extend((pos, 1, f"{gene}:ins{pos}{aas}") for pos, aas in inserted)
+    muts.extend((pos, 1, f"{gene}:{pos}:{aas}") for pos, aas in inserted)
     muts.sort()
     stops = [pos for pos, aas in inserted if "*" in aas]
     stop = protein.find("*")

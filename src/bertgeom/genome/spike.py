@@ -35,8 +35,8 @@ class Insertion:
     position: int
     bases: str
 
-    def __str__(self) -> str:  # the nucleotide notation of Nextclade: ins22204:GAGCCAGAA
-        return f"ins{self.position}:{self.bases}"
+    def __str__(self) -> str:  # Nextclade's `insertions` notation: 22204:GAGCCAGAA
+        return f"{self.position}:{self.bases}"
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """Streaming FASTA reading and atomic FASTA writing, plain or gzip-compressed.
 
 The reader never holds more than one record in memory (plus the set of IDs already seen, for
-duplicate detection), reads gzip files detected by their magic bytes rather than their name, and
+duplicate detection), reads gzip, bzip2 and xz files detected by their magic bytes rather than
+their name (standard library decompressors), and
 turns every problem with an input file into an :class:`~bertgeom.errors.InputError` whose message
 names the file, the record and the line.
 
@@ -14,7 +15,9 @@ Examples
 
 from __future__ import annotations
 
+import bz2
 import gzip as gz
+import lzma
 import os
 import uuid
 import zlib
@@ -40,10 +43,13 @@ Dedupe = Literal["error", "keep-first"]
 DEDUPE_CHOICES: tuple[str, ...] = ("error", "keep-first")
 
 _GZIP_MAGIC = b"\x1f\x8b"
+# Compressed formats read with the standard library (magic bytes, name, opener).
+_READ_COMPRESSION = (
+    (b"BZh", "bzip2", bz2.BZ2File),
+    (b"\xfd7zXZ\x00", "xz", lzma.LZMAFile),
+)
 # Compressed formats that are not read (magic bytes, name), so they get a clear error.
 _OTHER_COMPRESSION = (
-    (b"BZh", "bzip2"),
-    (b"\xfd7zXZ\x00", "xz"),
     (b"\x28\xb5\x2f\xfd", "zstd"),
     (b"PK\x03\x04", "zip"),
     (b"7z\xbc\xaf\x27\x1c", "7-zip"),
@@ -83,6 +89,8 @@ _SEQUENCE_TABLE = _sequence_table()
 _CONTROL = bytes([*range(0, 9), *range(14, 32), 127])
 # Errors the gzip module raises on truncated or corrupt input.
 _GZIP_ERRORS = (EOFError, zlib.error, gz.BadGzipFile)
+# ... and the bz2 and lzma modules (bz2: OSError "Invalid data stream").
+_OTHER_ERRORS = (EOFError, lzma.LZMAError, OSError)
 
 
 @dataclass(frozen=True)
@@ -124,11 +132,14 @@ class FastaReport:
         Files read to the end so far.
     duplicates_skipped
         ``(id, path, index)`` of every record dropped by ``dedupe="keep-first"``.
+    duplicate_headers
+        The whole header line of each of those, in the same order.
     """
 
     n_records: int = 0
     n_files: int = 0
     duplicates_skipped: list[tuple[str, str, int]] = field(default_factory=list)
+    duplicate_headers: list[str] = field(default_factory=list)
 
 
 def read_fasta(
@@ -296,6 +307,7 @@ def _read_all(names: list[str], dedupe: Dedupe, report: FastaReport) -> Iterator
                     )
                 else:
                     report.duplicates_skipped.append((record.id, name, record.index))
+                    report.duplicate_headers.append(record.description)
         report.n_files += 1
 
 
@@ -457,12 +469,25 @@ def _read_blocks(fh: BinaryIO, name: str) -> Iterator[bytes]:
                 data, first = data.removeprefix(_UTF8_BOM), False
             yield data
     except _GZIP_ERRORS as exc:
-        raise _gzip_error(name, exc) from exc
+        raise _gzip_error(name, exc, _compression(fh)) from exc
+    except _OTHER_ERRORS as exc:
+        kind = _compression(fh)
+        if kind == "gzip" or kind is None:
+            raise
+        raise _gzip_error(name, exc, kind) from exc
 
 
-def _gzip_error(name: str, exc: BaseException) -> InputError:
-    """The InputError for a truncated or corrupt gzip file."""
-    return InputError(f"{name}: truncated or corrupt gzip file ({exc})")
+def _compression(fh: BinaryIO) -> str | None:
+    """``gzip``, ``bzip2``, ``xz`` or None (plain), from the reader's type."""
+    for kind, cls in (("gzip", gz.GzipFile), ("bzip2", bz2.BZ2File), ("xz", lzma.LZMAFile)):
+        if isinstance(fh, cls):
+            return kind
+    return None
+
+
+def _gzip_error(name: str, exc: BaseException, kind: str | None = "gzip") -> InputError:
+    """The InputError for a truncated or corrupt compressed file."""
+    return InputError(f"{name}: truncated or corrupt {kind or 'gzip'} file ({exc})")
 
 
 # --- files -------------------------------------------------------------------------------------
@@ -494,11 +519,16 @@ def _open_binary(name: str) -> Iterator[BinaryIO]:
         raise InputError(f"{name}: cannot be read ({exc.strerror})") from exc
     with raw:
         head = raw.peek(8)[:8]
+        for magic, _kind, opener in _READ_COMPRESSION:
+            if head.startswith(magic):
+                with opener(raw, mode="rb") as unpacked:
+                    yield unpacked  # type: ignore[misc]
+                return
         for magic, kind in _OTHER_COMPRESSION:
             if head.startswith(magic):
                 raise InputError(
-                    f"{name}: {kind}-compressed; FASTA is read plain or gzip-compressed "
-                    "(decompress it, or recompress it with gzip)"
+                    f"{name}: {kind}-compressed; FASTA is read plain or gzip-, bzip2- or "
+                    "xz-compressed (decompress it, or recompress it with gzip)"
                 )
         if head[:2] != _GZIP_MAGIC:
             yield raw

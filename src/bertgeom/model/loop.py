@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import random
-import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -145,18 +144,11 @@ def optimizer_step(model: Any, opt: Any, sched: Any, loss: Any, grad_clip: float
 
 
 def progress_bar(total: int, initial: int, desc: str, progress: bool) -> Any:
-    """A tqdm bar over optimiser steps on stderr (disabled when ``progress`` is false)."""
-    from tqdm import tqdm
+    """Progress over optimiser steps on stderr (:func:`bertgeom.progress.progress`: a bar on a
+    terminal, plain lines in a log; nothing when ``progress`` is false)."""
+    from bertgeom.progress import progress as progress_reporter
 
-    return tqdm(
-        total=total,
-        initial=initial,
-        desc=desc,
-        unit="step",
-        disable=not progress,
-        file=sys.stderr,
-        dynamic_ncols=True,
-    )
+    return progress_reporter(total=total, desc=desc, unit="step", enabled=progress, initial=initial)
 
 
 @contextlib.contextmanager

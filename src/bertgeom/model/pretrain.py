@@ -163,7 +163,7 @@ def pretrain(
             history.append(_epoch(forward, opt, sched, x, epoch, int(step), config, rt, bar))
             _save(model, vocab, config, history, len(x), out)
     inputs = describe_inputs([data.spikes_path(prepared)])
-    outputs = ["config.json", WEIGHTS, "vocab.txt", "tokenizer.json", PRETRAIN_META, HISTORY]
+    outputs = ["config.json", WEIGHTS, "vocab.txt", "tokenizer_config.json", PRETRAIN_META, HISTORY]
     write_manifest(out, "pretrain", inputs, config, outputs, summary=history[-1])
     return out
 

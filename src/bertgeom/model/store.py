@@ -2,10 +2,11 @@
 
 A model directory holds ``config.json`` and ``model.safetensors`` (HF
 ``BertForSequenceClassification``: ``AutoModelForSequenceClassification.from_pretrained(dir)``
-loads it), the tokenizer files (``vocab.txt``, ``tokenizer.json``, ``tokenizer_config.json``,
-``special_tokens_map.json``, ``bertgeom_tokens.json``), ``bertgeom_model.json`` (labels, preset,
-training config, calibration temperature, OOD thresholds) and, when fitted, ``ood.npz`` (class
-centroids and the shared precision matrix of [CLS] embeddings).
+loads it), the tokenizer files (``vocab.txt``, ``tokenizer_config.json``,
+``tokenization_bertgeom.py``, ``special_tokens_map.json``, ``bertgeom_tokens.json``),
+``bertgeom_model.json`` (labels, preset, training config, calibration temperature, OOD
+thresholds) and, when fitted, ``ood.npz`` (class centroids and the shared precision matrix of
+[CLS] embeddings).
 """
 
 from __future__ import annotations
@@ -122,10 +123,12 @@ def load_model_dir(
 
     Ours, or any local HF sequence classifier of the BERT family (BERT, RoBERTa, ...: loaded
     with ``AutoModelForSequenceClassification``) that reads our k-mer tokens, i.e. holds our
-    tokenizer files (``vocab.txt``, ``bertgeom_tokens.json``). Without ``bertgeom_model.json``
+    tokenizer files (``vocab.txt``, ``bertgeom_tokens.json``). Weights stored in float16 are
+    loaded as float32. Without ``bertgeom_model.json``
     (a checkpoint trained elsewhere) the labels come from ``config.json``'s ``id2label`` and
     there is no calibration (temperature 1).
     """
+    import torch
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
     d = Path(directory)
@@ -137,8 +140,11 @@ def load_model_dir(
     except (OSError, ValueError) as err:
         raise ArtifactError(f"{d / 'config.json'}: not an HF model config ({err})") from None
     with _quiet_transformers():
-        model = AutoModelForSequenceClassification.from_pretrained(
-            str(d), config=config, attn_implementation=attn_implementation
+        model = AutoModelForSequenceClassification.from_pretrained(  # float32 even when the
+            str(d),  # weights are stored as float16 (a shipped model): CPU kernels want float32
+            config=config,
+            attn_implementation=attn_implementation,
+            dtype=torch.float32,
         )
     from bertgeom.geometry.capture import encoder_layers
 

@@ -353,7 +353,7 @@ def _finish(prepared: Path, out: Path, run: _Run, seconds: float) -> TrainResult
     st, d = run.state, run.data
     if not (out / WEIGHTS).is_file():
         raise ArtifactError(f"{out}: training stopped before its first validation; no model saved")
-    outputs = ["config.json", WEIGHTS, "vocab.txt", "tokenizer.json", MODEL_META, HISTORY]
+    outputs = ["config.json", WEIGHTS, "vocab.txt", "tokenizer_config.json", MODEL_META, HISTORY]
     summary = {
         "best_epoch": st.best_epoch,
         "best_val_macro_f1": st.best_f1,

@@ -192,7 +192,8 @@ def stream_genomes(
     """Stream genomes [lo, hi) of the plan into ``stream`` (resuming from, and writing, the
     checkpoint in ``checkpoint`` when given); returns the predictions and seconds."""
     import torch
-    from tqdm import tqdm
+
+    from bertgeom.progress import progress as progress_reporter
 
     fp = p.fingerprint() | {"range": [lo, hi]}
     state = _Progress(preds=[])
@@ -206,14 +207,8 @@ def stream_genomes(
     before = state.seconds
     saved = stream.n_done
     batch_size, dev = p.config.batch_size, p.device
-    bar = tqdm(
-        total=hi - lo,
-        initial=start - lo,
-        unit="genome",
-        desc="analyze",
-        disable=not progress,
-        file=sys.stderr,
-        dynamic_ncols=True,
+    bar = progress_reporter(
+        total=hi - lo, desc="analyze", unit="genome", enabled=progress, initial=start - lo
     )
 
     def save() -> None:

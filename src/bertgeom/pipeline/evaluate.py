@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from bertgeom.columns import EVALUATE_PREDICTIONS, cell
 from bertgeom.io.files import read_tsv, save_figure, write_json, write_tsv
 from bertgeom.io.manifest import describe_inputs, write_manifest
 from bertgeom.model.data import encode_labels, load_split, sequences_for
@@ -117,19 +118,20 @@ def _write_tables(
     pred = probs.argmax(axis=1)
     write_tsv(
         d / "predictions.tsv",
-        ["seq_id", "class", "predicted_class", "probability", "correct", "mutations"],
+        EVALUATE_PREDICTIONS,
         (
             [
-                r.id,
-                r.label,
-                labels[pred[i]],
-                f"{probs[i, pred[i]]:.4f}",
-                int(pred[i] == y[i]),
-                r.mutations,
+                cell(name, value)
+                for name, value in zip(
+                    EVALUATE_PREDICTIONS,
+                    (r.id, r.label, labels[pred[i]], float(probs[i, pred[i]]),
+                     bool(pred[i] == y[i]), r.mutations),
+                    strict=True,
+                )
             ]
             for i, r in enumerate(df.itertuples())
         ),
-    )
+    )  # fmt: skip
 
 
 def _write_figures(d: Path, cal: Metrics, raw: Metrics, model_dir: Path) -> list[str]:

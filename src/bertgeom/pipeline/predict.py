@@ -1,56 +1,45 @@
-"""``bertgeom predict``: FASTA genomes in, one TSV row per input genome out (input order).
+"""``bertgeom predict``: FASTA genomes in, one row per input genome out (input order).
 
 Genomes are streamed in chunks: aligned and QC'd as in ``prepare`` (on ``jobs`` processes),
 tokenized, classified on the GPU when present, and written, so memory stays flat in the number
-of genomes. Genomes that fail QC get a row with an empty class and the reason. Every row carries
-the model id and the package version, as pangolin's reports do.
+of genomes. Without a model the installed default (:data:`bertgeom.model.shipped.DEFAULT_MODEL`)
+is used. Rows join with Nextclade's TSV on ``index`` or ``seqName``; genomes that fail QC get
+``Unassigned`` and the reasons, as pangolin writes them. Every row carries the model's name,
+version and weights id and the package version. The columns are
+:data:`bertgeom.columns.PREDICT`; the formats TSV, CSV, NDJSON and JSON
+(:mod:`bertgeom.io.rows`).
 """
 
 from __future__ import annotations
 
-import gzip
-import io
 import os
-import re
 import sys
+from collections import deque
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import numpy as np
 
 from bertgeom import __version__
+from bertgeom.columns import PREDICT, UNASSIGNED, select
 from bertgeom.config import PrepareConfig
 from bertgeom.errors import InputError
 from bertgeom.io.fasta import FastaReport, check_fasta, count_records, read_fasta
-from bertgeom.io.files import atomic_path, sha256_file
+from bertgeom.io.files import sha256_file
+from bertgeom.io.rows import RowWriter, format_for, open_rows
+from bertgeom.io.stdin import STDIN, spooled_stdin
 from bertgeom.model.calibrate import OodModel, load_ood
 from bertgeom.model.infer import check_batch_size, infer, resolve_device
 from bertgeom.model.metrics import softmax
+from bertgeom.model.shipped import find_model, identity
 from bertgeom.model.store import ModelBundle, load_model_dir, weights_file
 from bertgeom.pipeline.calibrate import OOD_FILE
 from bertgeom.pipeline.prepare import process_genomes
 
-COLUMNS = (
-    "seq_id",
-    "predicted_class",
-    "probability",
-    "runner_up",
-    "runner_up_probability",
-    "margin",
-    "ood",
-    "ood_distance",
-    "qc_status",
-    "qc_notes",
-    "spike_mutations",
-    "n_mutations",
-    "spike_n_fraction",
-    "align_method",
-    "model_id",
-    "bertgeom_version",
-)
+#: The columns of a predictions table, in order (kept under this name for callers).
+COLUMNS = PREDICT
 
 
 @dataclass(frozen=True)
@@ -66,7 +55,7 @@ class PredictSummary:
 
 
 def run(
-    model_dir: str | os.PathLike,
+    model_dir: str | os.PathLike | None,
     genomes: Sequence[str | os.PathLike],
     out_path: str | os.PathLike,
     prepare_config: PrepareConfig | None = None,
@@ -74,83 +63,134 @@ def run(
     batch_size: int = 64,
     chunk: int = 512,
     progress: bool = True,
+    output_format: str | None = None,
+    output_columns: str | Sequence[str] | None = None,
 ) -> PredictSummary:
-    """Classify every genome of ``genomes`` with the model in ``model_dir``.
+    """Classify every genome of ``genomes`` with a model.
 
-    ``out_path`` is a TSV file (gzip-compressed when it ends in ``.gz``), written atomically, or
-    ``-`` for standard output. Every input record gets one row, in input order: records that
-    fail QC get an empty class and the reasons; with ``dedupe = "keep-first"`` a record whose id
-    repeats an earlier one gets a ``bad`` row saying so (it is not classified).
+    Parameters
+    ----------
+    model_dir
+        A model directory, an installed model's ``NAME`` or ``NAME@VERSION``, or None for the
+        installed default (see :func:`bertgeom.model.shipped.find_model`).
+    genomes
+        FASTA files (plain, gzip, bzip2 or xz); ``-`` is standard input.
+    out_path
+        The table to write (atomically; gzip-compressed when it ends in ``.gz``), or ``-`` for
+        standard output.
+    output_format
+        ``tsv``, ``csv``, ``ndjson`` or ``json``; None: by the suffix of ``out_path``, else TSV.
+    output_columns
+        The columns to write, in order (names of :data:`COLUMNS`, or one comma-separated
+        string); None: all.
+
+    Every input record gets one row, in input order: records that fail QC get ``Unassigned``
+    and the reasons; with ``dedupe = "keep-first"`` a record whose id repeats an earlier one
+    gets a ``bad`` row saying so (it is not classified).
     """
-    paths = [str(p) for p in genomes]
+    paths = [os.fspath(p) for p in genomes]
     if not paths:
         raise InputError("predict: no genome files given")
     for p in paths:
-        if not Path(p).exists():
+        if p != STDIN and not Path(p).exists():
             raise InputError(f"{p}: no such file")
     if str(out_path) != "-" and Path(out_path).is_dir():
-        raise InputError(f"{out_path}: is a directory (--out names the TSV file to write)")
+        raise InputError(f"{out_path}: is a directory (--out names the table file to write)")
+    columns = (
+        select(output_columns)
+        if output_columns is None or isinstance(output_columns, str)
+        else select(",".join(output_columns))
+    )
+    format_for(out_path, output_format)  # an unknown format fails before any work
     check_batch_size(batch_size)
     cfg = prepare_config or PrepareConfig()
     dev = resolve_device(device)
-    check_fasta(paths)
-    bundle = load_model_dir(model_dir, device=dev)
-    ood_path = Path(model_dir) / OOD_FILE
-    ood = load_ood(str(ood_path)) if ood_path.is_file() else None
-    if ood is None:
-        print(
-            f"predict: warning: {ood_path} is missing, so the ood columns stay empty "
-            "(`bertgeom evaluate --refit` fits the detector)",
-            file=sys.stderr,
+    model_path = find_model(model_dir)
+    with spooled_stdin(paths) as names:
+        check_fasta(names)
+        bundle = load_model_dir(model_path, device=dev)
+        ood = _load_ood(model_path)
+        name, version = identity(model_path, bundle.meta)
+        stamp = {
+            "model_name": name,
+            "model_version": version,
+            "model_id": sha256_file(weights_file(model_path))[:12],
+            "bertgeom_version": __version__,
+        }
+        total = count_records(names)
+        report = FastaReport()
+        headers: deque[str] = deque()
+        duplicates: list[tuple[int, tuple[str, str, int], str]] = []
+        records = _note_duplicates(
+            read_fasta(names, dedupe=cfg.dedupe, report=report),  # type: ignore[arg-type]
+            report,
+            duplicates,
+            headers,
         )
-    model_id = sha256_file(weights_file(model_dir))[:12]
-    total = count_records(paths)
-    report = FastaReport()
-    duplicates: list[tuple[int, tuple[str, str, int]]] = []
-    records = _note_duplicates(
-        read_fasta(paths, dedupe=cfg.dedupe, report=report),  # type: ignore[arg-type]
-        report,
-        duplicates,
-    )
-    counts = {"n": 0, "ok": 0, "bad": 0, "ood": 0, "dup": 0}
-    per_class: dict[str, int] = {}
-    out = _Writer(bundle, ood, model_id, dev, batch_size, counts, per_class)
-    with _open_output(out_path) as fh:
-        fh.write(_line(COLUMNS))
-        rows: list[dict[str, Any]] = []
-        for k, row in enumerate(process_genomes(records, cfg, total, progress, desc="predict")):
-            while duplicates and duplicates[0][0] <= k:
-                rows.append(_duplicate_row(duplicates.pop(0)[1]))
-            rows.append(row)
-            if len(rows) >= chunk:
-                out.flush(rows, fh)
-                rows = []
-        rows += [_duplicate_row(d) for _, d in duplicates]
-        out.flush(rows, fh)
+        counts = {"n": 0, "ok": 0, "bad": 0, "ood": 0, "dup": 0}
+        per_class: dict[str, int] = {}
+        classifier = _Classifier(bundle, ood, stamp, dev, batch_size, counts, per_class)
+        with open_rows(out_path, columns, output_format) as out:
+            rows: list[dict[str, Any]] = []
+            stream = process_genomes(records, cfg, total, progress, desc="predict")
+            for k, row in enumerate(stream):
+                while duplicates and duplicates[0][0] <= k:
+                    rows.append(_duplicate_row(*duplicates.pop(0)[1:]))
+                row["header"] = headers.popleft()
+                rows.append(row)
+                if len(rows) >= chunk:
+                    classifier.flush(rows, out)
+                    rows = []
+            rows += [_duplicate_row(d, h) for _, d, h in duplicates]
+            classifier.flush(rows, out)
     return PredictSummary(
         counts["n"], counts["ok"], counts["bad"], counts["ood"], per_class, counts["dup"]
     )
 
 
+def _load_ood(model_path: Path) -> OodModel | None:
+    ood_path = model_path / OOD_FILE
+    if ood_path.is_file():
+        return load_ood(str(ood_path))
+    print(
+        f"predict: warning: {ood_path} is missing, so the ood columns stay empty "
+        "(`bertgeom evaluate --refit` fits the detector)",
+        file=sys.stderr,
+    )
+    return None
+
+
 def _note_duplicates(
-    records: Iterator[Any], report: FastaReport, out: list[tuple[int, tuple[str, str, int]]]
+    records: Iterator[Any],
+    report: FastaReport,
+    out: list[tuple[int, tuple[str, str, int], str]],
+    headers: deque[str],
 ) -> Iterator[Any]:
-    """``records`` as they are; each duplicate the reader skipped is appended to ``out`` with
-    the number of records yielded before it (where its row goes)."""
+    """``records`` as they are, their header lines appended to ``headers``; each duplicate the
+    reader skipped is appended to ``out`` with the number of records yielded before it (where
+    its row goes) and its header line."""
     seen = k = 0
-    for record in records:
+
+    def note() -> None:
+        nonlocal seen
         skipped = report.duplicates_skipped
-        out.extend((k, d) for d in skipped[seen:])
+        new = zip(skipped[seen:], report.duplicate_headers[seen:], strict=True)
+        out.extend((k, d, h) for d, h in new)
         seen = len(skipped)
+
+    for record in records:
+        note()
+        headers.append(record.description)
         yield record
         k += 1
-    out.extend((k, d) for d in report.duplicates_skipped[seen:])
+    note()
 
 
-def _duplicate_row(dup: tuple[str, str, int]) -> dict[str, Any]:
+def _duplicate_row(dup: tuple[str, str, int], header: str) -> dict[str, Any]:
     seq_id, path, index = dup
     return {
         "id": seq_id,
+        "header": header,
         "qc_status": "bad",
         "qc_reasons": f"duplicate id: record {index + 1} of {path} repeats an earlier record's "
         "id (dedupe keep-first: not classified)",
@@ -158,95 +198,89 @@ def _duplicate_row(dup: tuple[str, str, int]) -> dict[str, Any]:
     }
 
 
-@contextmanager
-def _open_output(out_path: str | os.PathLike) -> Iterator[TextIO]:
-    """Standard output for ``-``; else an atomically written file, gzip for ``.gz``."""
-    if str(out_path) == "-":
-        yield sys.stdout
-        sys.stdout.flush()
-        return
-    with atomic_path(out_path) as tmp:
-        if str(out_path).endswith(".gz"):
-            # no file name or time in the header: equal rows give equal bytes
-            with (
-                open(tmp, "wb") as raw,
-                gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as packed,
-                io.TextIOWrapper(packed, encoding="utf-8", newline="") as fh,
-            ):
-                yield fh
-        else:
-            with open(tmp, "w", encoding="utf-8", newline="") as fh:
-                yield fh
-
-
-def _line(cells: Sequence[Any]) -> str:
-    """One TSV line; cells are written as they are (no quoting: an id with a quote stays the
-    FASTA's id), with tabs and line breaks inside a cell turned into spaces."""
-    return "\t".join(_CLEAN.sub(" ", str(c)) for c in cells) + "\n"
-
-
-_CLEAN = re.compile(r"[\t\r\n]")
+def split_mutations(mutations: str) -> tuple[str, str, str]:
+    """``(aaSubstitutions, aaDeletions, aaInsertions)`` of a comma-separated mutation list in
+    Nextclade notation (``S:N501Y``, ``S:H69-``, ``S:214:EPE``), each comma-separated."""
+    subs: list[str] = []
+    dels: list[str] = []
+    ins: list[str] = []
+    for m in filter(None, mutations.split(",")):
+        (ins if m.count(":") == 2 else dels if m.endswith("-") else subs).append(m)
+    return ",".join(subs), ",".join(dels), ",".join(ins)
 
 
 @dataclass
-class _Writer:
-    """Classifies chunks of processed rows and writes their TSV lines."""
+class _Classifier:
+    """Classifies chunks of processed rows and writes them."""
 
     bundle: ModelBundle
     ood: OodModel | None
-    model_id: str
+    stamp: dict[str, str]
     device: str
     batch_size: int
     counts: dict[str, int]
     per_class: dict[str, int]
 
-    def flush(self, rows: list[dict[str, Any]], fh: TextIO) -> None:
+    def flush(self, rows: list[dict[str, Any]], out: RowWriter) -> None:
         bundle, ood, counts = self.bundle, self.ood, self.counts
         ok = [i for i, r in enumerate(rows) if r["qc_status"] != "bad"]
         column = "spike" if bundle.vocab.spec.mode == "aligned" else "raw_spike"
-        out = infer(
+        result = infer(
             bundle.model,
             bundle.vocab.encode([rows[i][column] for i in ok]),
             self.batch_size,
             self.device,
         )
-        probs = softmax(out.logits.astype(np.float64), bundle.temperature)
+        probs = softmax(result.logits.astype(np.float64), bundle.temperature)
         order = np.argsort(-probs, axis=1)
-        dist = ood.distances(out.cls) if ood is not None else None
-        flags = ood.flag(out.cls, probs.max(axis=1)) if ood is not None else None
-        result = {i: k for k, i in enumerate(ok)}
+        dist = ood.distances(result.cls) if ood is not None else None
+        flags = ood.flag(result.cls, probs.max(axis=1)) if ood is not None else None
+        position = {i: k for k, i in enumerate(ok)}
         for i, row in enumerate(rows):
-            k = result.get(i)
-            cells = [row["id"], "", "", "", "", "", "", ""]
+            values = self._describe(row)
+            k = position.get(i)
             if k is not None:
                 top, second = order[k, 0], order[k, 1] if probs.shape[1] > 1 else order[k, 0]
                 label = bundle.labels[top]
-                cells[1:8] = [
-                    label,
-                    f"{probs[k, top]:.4f}",
-                    bundle.labels[second],
-                    f"{probs[k, second]:.4f}",
-                    f"{probs[k, top] - probs[k, second]:.4f}",
-                    "" if flags is None else str(bool(flags[k])).lower(),
-                    "" if dist is None else f"{dist[k]:.2f}",
-                ]
+                values |= {
+                    "predicted_class": label,
+                    "probability": float(probs[k, top]),
+                    "runner_up": bundle.labels[second],
+                    "runner_up_probability": float(probs[k, second]),
+                    "margin": float(probs[k, top] - probs[k, second]),
+                    "ood": None if flags is None else bool(flags[k]),
+                    "ood_distance": None if dist is None else float(dist[k]),
+                }
                 self.per_class[label] = self.per_class.get(label, 0) + 1
                 counts["ok"] += 1
                 counts["ood"] += int(flags is not None and bool(flags[k]))
             else:
+                values["predicted_class"] = UNASSIGNED
                 counts["bad"] += 1
-            if row.get("duplicate"):
-                counts["dup"] += 1
-                cells += [row["qc_status"], row["qc_reasons"], "", "", "", ""]
-            else:
-                cells += [
-                    row["qc_status"],
-                    row["qc_reasons"],
-                    row["mutations"],
-                    row["n_mutations"],
-                    f"{row['n_fraction']:.4f}",
-                    row["align_method"],
-                ]
-            cells += [self.model_id, __version__]
-            fh.write(_line(cells))
+            counts["dup"] += int(bool(row.get("duplicate")))
+            values["index"] = counts["n"]
+            out.write(values)
             counts["n"] += 1
+
+    def _describe(self, row: dict[str, Any]) -> dict[str, Any]:
+        """The columns of a row that do not depend on the model's output."""
+        values: dict[str, Any] = {
+            "seqName": row["header"],
+            "seq_id": row["id"],
+            "qc_status": row["qc_status"],
+            "qc_reasons": row["qc_reasons"],
+            **self.stamp,
+        }
+        if row.get("duplicate"):
+            return values
+        subs, dels, ins = split_mutations(row["mutations"])
+        return values | {
+            "mutations": row["mutations"],
+            "aaSubstitutions": subs,
+            "aaDeletions": dels,
+            "aaInsertions": ins,
+            "insertions": row["insertions"],
+            "n_mutations": row["n_mutations"],
+            "n_fraction": float(row["n_fraction"]),
+            "align_method": row["align_method"],
+        }

@@ -147,18 +147,12 @@ def process_genomes(
     records: Iterator[Any], config: PrepareConfig, total: int, progress: bool, desc: str = "prepare"
 ) -> Iterator[dict[str, Any]]:
     """Spikes-table rows (label and split empty) of FASTA records, in input order, on
-    ``config.jobs`` processes, with a progress bar over ``total`` genomes."""
-    from tqdm import tqdm
+    ``config.jobs`` processes, reporting progress over ``total`` genomes
+    (:func:`bertgeom.progress.progress`)."""
+    from bertgeom.progress import progress as progress_reporter
 
     items = ((r.id, r.sequence, r.path, r.index) for r in records)
-    bar = tqdm(
-        total=total,
-        unit="genome",
-        desc=desc,
-        disable=not progress,
-        file=sys.stderr,
-        dynamic_ncols=True,
-    )
+    bar = progress_reporter(total=total, desc=desc, unit="genome", enabled=progress)
     with bar:
         if config.jobs == 1:
             _init_worker(config)
@@ -208,7 +202,7 @@ def result_row(
 ) -> dict[str, Any]:
     """The spikes-table row of one processed genome (label and split filled in later)."""
     spike, calls, qc = result.spike, result.calls, result.qc
-    insertions = ",".join(f"{i.position}:{i.bases}" for i in spike.insertions)
+    insertions = ",".join(str(i) for i in spike.insertions)  # Nextclade's notation
     key = hashlib.sha1(f"{spike.aligned}|{insertions}".encode("ascii")).hexdigest()
     return {
         "id": result.id,

@@ -32,20 +32,19 @@ def run(
     out_dir: str | os.PathLike, config: SimulateConfig, progress: bool = True
 ) -> SimulateSummary:
     """Simulate ``config.per_class`` genomes of every class into ``out_dir``."""
-    from tqdm import tqdm
-
     from bertgeom.genome.simulate import simulate_dataset
+    from bertgeom.progress import track
     from bertgeom.resources import CLASSES
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     genomes = list(
-        tqdm(
+        track(
             simulate_dataset(config.per_class, seed=config.seed),
             total=config.per_class * len(CLASSES),
             desc="simulate",
             unit="genome",
-            disable=not progress,
+            enabled=progress,
         )
     )
     write_fasta(((g.id, g.sequence) for g in genomes), out / GENOMES_FILE)

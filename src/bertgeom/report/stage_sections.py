@@ -291,7 +291,8 @@ def _metrics_table(metrics: dict) -> pd.DataFrame:
 
 
 def _misclassified(predictions: pd.DataFrame) -> pd.DataFrame:
-    wrong = predictions[predictions["correct"].astype(float) == 0]
+    # `false` (this version) or `0` (runs written before the column vocabulary)
+    wrong = predictions[predictions["correct"].astype(str).str.lower().isin(("false", "0"))]
     cols = [c for c in ("seq_id", "class", "predicted_class", "probability", "mutations")
             if c in wrong.columns]  # fmt: skip
     return wrong.sort_values("probability", ascending=False)[cols].reset_index(drop=True)

@@ -30,7 +30,8 @@ _AMINO = "ACDEFGHIKLMNPQRSTVWY"
 _MUTATION = re.compile(
     rf"(?P<gene>[A-Za-z][A-Za-z0-9]*):(?:"
     rf"(?P<ref>[{_AMINO}*])(?P<pos>\d+)(?P<alt>[{_AMINO}*-])"
-    rf"|ins(?P<ins_pos>\d+)(?P<ins>[{_AMINO}*]+))"
+    rf"|(?P<ins_pos>\d+):(?P<ins>[{_AMINO}*]+)"
+    rf"|ins(?P<old_pos>\d+)(?P<old_ins>[{_AMINO}*]+))"
 )
 
 
@@ -113,8 +114,9 @@ class Mutation:
     """One amino-acid change in Nextclade notation.
 
     ``kind`` is ``'sub'`` (``S:N501Y``: ref ``'N'``, alt ``'Y'``), ``'del'`` (``S:H69-``: ref
-    ``'H'``, alt ``'-'``) or ``'ins'`` (``S:ins214EPE``: ref ``''``, alt ``'EPE'``, inserted after
-    residue ``position``). Positions are 1-based residues of the reference protein.
+    ``'H'``, alt ``'-'``) or ``'ins'`` (``S:214:EPE``: ref ``''``, alt ``'EPE'``, inserted after
+    residue ``position``; Nextclade's ``aaInsertions`` notation). Positions are 1-based residues
+    of the reference protein.
     """
 
     gene: str
@@ -125,12 +127,14 @@ class Mutation:
 
     def __str__(self) -> str:
         if self.kind == "ins":
-            return f"{self.gene}:ins{self.position}{self.alt}"
+            return f"{self.gene}:{self.position}:{self.alt}"
         return f"{self.gene}:{self.ref}{self.position}{self.alt}"
 
 
 def parse_mutation(text: str) -> Mutation:
-    """Parse one mutation in Nextclade notation: ``S:N501Y``, ``S:H69-`` or ``S:ins214EPE``.
+    """Parse one mutation in Nextclade notation: ``S:N501Y``, ``S:H69-`` or ``S:214:EPE``.
+
+    The older ``S:ins214EPE`` form of an insertion is read too (as ``S:214:EPE``).
 
     Raises
     ------
@@ -138,15 +142,20 @@ def parse_mutation(text: str) -> Mutation:
         When ``text`` is not one such mutation; multi-residue deletions (``S:HV69-``) must be
         written one residue at a time (``S:H69-``, ``S:V70-``).
     """
-    hint = "expected GENE:REF POS ALT like 'S:N501Y', 'S:H69-' or 'S:ins214EPE'"
+    hint = "expected GENE:REF POS ALT like 'S:N501Y', 'S:H69-' or 'S:214:EPE'"
     match = _MUTATION.fullmatch(text.strip())
     if match is None:
         if re.fullmatch(rf"[A-Za-z][A-Za-z0-9]*:[{_AMINO}]{{2,}}\d+-", text.strip()):
             hint = "write a multi-residue deletion one residue at a time ('S:H69-', 'S:V70-')"
         raise InputError(f"invalid mutation {text!r}: {hint}")
     gene = match["gene"]
-    if match["ins"] is not None:
-        return Mutation(gene, "ins", _position(match["ins_pos"], text), "", match["ins"])
+    if match["ins"] is not None or match["old_ins"] is not None:
+        pos, aas = (
+            (match["ins_pos"], match["ins"])
+            if match["ins"]
+            else (match["old_pos"], match["old_ins"])
+        )
+        return Mutation(gene, "ins", _position(pos, text), "", aas)
     ref, alt = match["ref"], match["alt"]
     if ref == alt:
         raise InputError(f"invalid mutation {text!r}: reference and alternative are both {ref!r}")

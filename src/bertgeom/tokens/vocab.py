@@ -7,7 +7,13 @@ than ``min_count`` times in training. Deletions (``-``) are ordinary symbols: a 
 deletion is its own token.
 
 Saved as ``vocab.txt`` (one token per line, the line number is the id: the format of HF
-``BertTokenizer``) plus ``bertgeom_tokens.json`` (k, stride, mode, length, min_count).
+``BertTokenizer``) plus ``bertgeom_tokens.json`` (k, stride, mode, length, min_count), and the
+transformers tokenizer files: ``tokenizer_config.json`` naming
+:class:`bertgeom.model.hf_tokenizer.BertgeomKmerTokenizer` (which k-merizes raw sequences the
+way the model expects and rejects other text), ``special_tokens_map.json`` and
+``tokenization_bertgeom.py`` (for ``trust_remote_code=True``). No ``tokenizer.json`` is written:
+a generic tokenizer loaded from it would turn a raw sequence into ``[CLS] [UNK] [SEP]`` without
+a word.
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 PAD_ID, UNK_ID, CLS_ID, SEP_ID, MASK_ID = range(5)
 SPIKE_COLUMNS = 3822
 TOKENS_FILE = "bertgeom_tokens.json"
+HF_TOKENIZER_CLASS = "BertgeomKmerTokenizer"
+HF_SHIM = "tokenization_bertgeom.py"
 
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing multiplier (2^64 / golden ratio)
@@ -175,14 +183,17 @@ class Vocabulary:
                 "special_tokens": list(SPECIAL_TOKENS),
             },
         )
-        # HF tokenizer files: whitespace-separated k-mers in, the same ids out. The basic
-        # tokenizer is off so k-mers with '-' are not split as punctuation.
+        # HF tokenizer files: bertgeom's tokenizer class (k-mer words or a raw sequence in, the
+        # same ids as encode() out), found once bertgeom.model.hf_tokenizer is imported or
+        # through the shim module with trust_remote_code=True.
         write_json(
             d / "tokenizer_config.json",
             {
-                "tokenizer_class": "PreTrainedTokenizerFast",
-                "do_lower_case": False,
-                "do_basic_tokenize": False,
+                "tokenizer_class": HF_TOKENIZER_CLASS,
+                "auto_map": {"AutoTokenizer": [None, f"{HF_SHIM[:-3]}.{HF_TOKENIZER_CLASS}"]},
+                "kmer_k": self.spec.k,
+                "kmer_stride": self.spec.stride,
+                "kmer_mode": self.spec.mode,
                 "model_max_length": self.n_positions(),
                 "unk_token": "[UNK]",
                 "sep_token": "[SEP]",
@@ -191,7 +202,8 @@ class Vocabulary:
                 "mask_token": "[MASK]",
             },
         )
-        _write_fast_tokenizer(d / "tokenizer.json", self.tokens)
+        write_text(d / HF_SHIM, _SHIM_SOURCE)
+        (d / "tokenizer.json").unlink(missing_ok=True)  # an older version's generic tokenizer
         write_json(
             d / "special_tokens_map.json",
             {
@@ -204,22 +216,15 @@ class Vocabulary:
         )
 
 
-def _write_fast_tokenizer(path: Path, tokens: Sequence[str]) -> None:
-    """``tokenizer.json`` for HF fast tokenizers: whole whitespace-separated words, no splitting
-    on punctuation, unknown words -> [UNK], [CLS] ... [SEP] added."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+_SHIM_SOURCE = '''"""bertgeom's k-mer tokenizer for AutoTokenizer (trust_remote_code=True).
 
-    from bertgeom.io.files import atomic_path
+It needs the bertgeom package installed (pip install bertgeom); see its README.
+"""
 
-    tok = Tokenizer(models.WordLevel({t: i for i, t in enumerate(tokens)}, unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]",
-        pair="[CLS] $A [SEP] $B [SEP]",
-        special_tokens=[("[CLS]", CLS_ID), ("[SEP]", SEP_ID)],
-    )
-    with atomic_path(path) as tmp:
-        tok.save(str(tmp))
+from bertgeom.model.hf_tokenizer import BertgeomKmerTokenizer
+
+__all__ = ["BertgeomKmerTokenizer"]
+'''
 
 
 def load_vocabulary(directory: str | os.PathLike) -> Vocabulary:
