@@ -109,6 +109,7 @@ def _epoch(
             loss, ok, n = mlm_loss(model, batch, tgt)
         loop.optimizer_step(model, opt, sched, loss, config.grad_clip)
         losses.append(float(loss.detach()))
+        loop.check_loss(losses[-1], step + 1, config.lr, "masked k-mer loss")
         correct, masked, seen, step = correct + ok, masked + n, seen + len(ids), step + 1
         bar.update()
         bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}", acc=f"{correct / max(masked, 1):.3f}")

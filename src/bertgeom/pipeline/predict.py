@@ -8,6 +8,7 @@ the model id and the package version, as pangolin's reports do.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
 import os
@@ -23,9 +24,10 @@ import numpy as np
 
 from bertgeom import __version__
 from bertgeom.config import PrepareConfig
-from bertgeom.errors import InputError
+from bertgeom.errors import ArtifactError, InputError
 from bertgeom.io.fasta import FastaReport, check_fasta, count_records, read_fasta
 from bertgeom.io.files import atomic_path, sha256_file
+from bertgeom.io.outputs import check_output_path, check_outputs, writing
 from bertgeom.model.calibrate import OodModel, load_ood
 from bertgeom.model.infer import check_batch_size, infer, resolve_device
 from bertgeom.model.metrics import softmax
@@ -51,6 +53,10 @@ COLUMNS = (
     "model_id",
     "bertgeom_version",
 )
+
+
+#: The note of a genome whose model outputs are not finite (it gets no call).
+NO_CALL = "no call: the model's output is not finite (NaN or inf)"
 
 
 @dataclass(frozen=True)
@@ -90,6 +96,9 @@ def run(
             raise InputError(f"{p}: no such file")
     if str(out_path) != "-" and Path(out_path).is_dir():
         raise InputError(f"{out_path}: is a directory (--out names the TSV file to write)")
+    check_outputs([model_dir, *paths], [out_path])
+    if str(out_path) != "-":
+        check_output_path(out_path, kind="file")
     check_batch_size(batch_size)
     cfg = prepare_config or PrepareConfig()
     dev = resolve_device(device)
@@ -97,6 +106,12 @@ def run(
     bundle = load_model_dir(model_dir, device=dev)
     ood_path = Path(model_dir) / OOD_FILE
     ood = load_ood(str(ood_path)) if ood_path.is_file() else None
+    if ood is not None and ood.centroids.shape[1] != bundle.model.config.hidden_size:
+        raise ArtifactError(
+            f"{ood_path}: fitted on {ood.centroids.shape[1]}-dimensional embeddings, but the "
+            f"model's are {bundle.model.config.hidden_size} (not this model's detector; "
+            "`bertgeom evaluate --refit` fits it again)"
+        )
     if ood is None:
         print(
             f"predict: warning: {ood_path} is missing, so the ood columns stay empty "
@@ -112,10 +127,15 @@ def run(
         report,
         duplicates,
     )
-    counts = {"n": 0, "ok": 0, "bad": 0, "ood": 0, "dup": 0}
+    counts = {"n": 0, "ok": 0, "bad": 0, "ood": 0, "dup": 0, "nonfinite": 0}
     per_class: dict[str, int] = {}
     out = _Writer(bundle, ood, model_id, dev, batch_size, counts, per_class)
-    with _open_output(out_path) as fh:
+    lock = (
+        contextlib.nullcontext()
+        if str(out_path) == "-"
+        else writing(out_path, inputs=[model_dir, *paths], kind="file")
+    )
+    with lock, _open_output(out_path) as fh:
         fh.write(_line(COLUMNS))
         rows: list[dict[str, Any]] = []
         for k, row in enumerate(process_genomes(records, cfg, total, progress, desc="predict")):
@@ -127,6 +147,12 @@ def run(
                 rows = []
         rows += [_duplicate_row(d) for _, d in duplicates]
         out.flush(rows, fh)
+    if counts["nonfinite"]:
+        print(
+            f"predict: warning: {counts['nonfinite']} genomes got no call: the model's outputs "
+            f"for them are not finite (damaged weights in {model_dir}, or training diverged)",
+            file=sys.stderr,
+        )
     return PredictSummary(
         counts["n"], counts["ok"], counts["bad"], counts["ood"], per_class, counts["dup"]
     )
@@ -215,10 +241,15 @@ class _Writer:
         dist = ood.distances(out.cls) if ood is not None else None
         flags = ood.flag(out.cls, probs.max(axis=1)) if ood is not None else None
         result = {i: k for k, i in enumerate(ok)}
+        finite = np.isfinite(out.logits).all(axis=1) & np.isfinite(probs).all(axis=1)  # (n,)
         for i, row in enumerate(rows):
             k = result.get(i)
             cells = [row["id"], "", "", "", "", "", "", ""]
-            if k is not None:
+            if k is not None and not finite[k]:  # never a call from NaN or infinite outputs
+                cells[6] = "true"
+                row = row | {"qc_reasons": "; ".join(filter(None, [row["qc_reasons"], NO_CALL]))}
+                counts["nonfinite"] += 1
+            elif k is not None:
                 top, second = order[k, 0], order[k, 1] if probs.shape[1] > 1 else order[k, 0]
                 label = bundle.labels[top]
                 cells[1:8] = [

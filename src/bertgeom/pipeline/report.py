@@ -16,6 +16,7 @@ from pathlib import Path
 
 from bertgeom.errors import ArtifactError, InputError
 from bertgeom.io.files import atomic_path, write_text
+from bertgeom.io.outputs import check_output_path, check_outputs, writing
 from bertgeom.report.artefacts import STAGES, load_run
 from bertgeom.report.html import Section, TableFile, page
 from bertgeom.report.sections import build_sections
@@ -86,16 +87,24 @@ def run(run_dir: str | os.PathLike, out_html: str | os.PathLike) -> Path:
     """
     root, out = Path(run_dir), Path(out_html)
     _check(root, out)
+    folder = tables_dir(out)
+    inputs = [root / name for name in STAGES if (root / name).is_dir()]
+    check_outputs(inputs, [out, folder])
+    check_output_path(out, kind="file")
+    check_output_path(folder)
+    with writing(out, inputs=inputs, kind="file"):
+        return _report(root, out, folder)
+
+
+def _report(root: Path, out: Path, folder: Path) -> Path:
     artefacts = load_run(root)
     sections = build_sections(artefacts)
-    folder = tables_dir(out)
     html = page(
         "bertgeom report",
         f"Run directory: {root.resolve()}",
         sections,
         folder.name,
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
     _write_tables(folder, _unique(sections))
     write_text(out, html)
     return out

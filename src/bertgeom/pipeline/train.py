@@ -12,15 +12,17 @@ from typing import Any
 
 from bertgeom.config import TrainConfig
 from bertgeom.errors import ArtifactError, InputError
+from bertgeom.io.outputs import check_output_path, check_outputs, writing
 
 
-def _check_paths(prepared_dir: str | os.PathLike, out_dir: str | os.PathLike) -> None:
+def _check_paths(
+    prepared_dir: str | os.PathLike, out_dir: str | os.PathLike, config: TrainConfig
+) -> None:
     from bertgeom.model.data import spikes_path
 
     spikes_path(prepared_dir)
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise InputError(f"{out}: exists and is not a directory")
+    check_outputs([prepared_dir, config.init_from or None], [out_dir])
+    check_output_path(out_dir)
 
 
 def _check_init_from(config: TrainConfig) -> None:
@@ -50,23 +52,24 @@ def run(
     -------
     bertgeom.model.train.TrainResult
     """
-    _check_paths(prepared_dir, out_dir)
+    _check_paths(prepared_dir, out_dir, config)
     _check_init_from(config)
-    if resume:
-        from bertgeom.model.train import CHECKPOINT
+    from bertgeom.model.train import CHECKPOINT
 
-        if not (Path(out_dir) / CHECKPOINT).is_file():
-            raise ArtifactError(f"{Path(out_dir) / CHECKPOINT}: no checkpoint to resume from")
+    ckpt = Path(out_dir) / CHECKPOINT
+    if resume and not ckpt.is_file():
+        raise ArtifactError(f"{ckpt}: no checkpoint to resume from")
+    if not resume and ckpt.exists():
+        raise ArtifactError(f"{ckpt} exists: resume it, or choose a new output dir")
     from bertgeom.model.train import train
     from bertgeom.pipeline import calibrate
 
-    result = train(prepared_dir, out_dir, config, resume=resume, progress=progress)
-    # temperature (validation split) and OOD detector (training split), stored with the model
-    calibrate.run(out_dir, prepared_dir, device=config.device)
-    from bertgeom.io.manifest import refresh_outputs
-    from bertgeom.model.store import MODEL_META
-
-    refresh_outputs(out_dir, added=[MODEL_META, calibrate.OOD_FILE])
+    inputs = [prepared_dir, config.init_from or None]
+    with writing(out_dir, inputs=inputs, fresh=not resume):
+        result = train(prepared_dir, out_dir, config, resume=resume, progress=progress)
+        # temperature (validation split) and OOD detector (training split), stored with the
+        # model; calibrate re-hashes the model's manifest
+        calibrate.run(out_dir, prepared_dir, device=config.device)
     return result
 
 
@@ -77,7 +80,8 @@ def run_pretrain(
     progress: bool = True,
 ) -> Path:
     """Pre-train an encoder: :func:`bertgeom.model.pretrain.pretrain` after checking paths."""
-    _check_paths(prepared_dir, out_dir)
+    _check_paths(prepared_dir, out_dir, config)
     from bertgeom.model.pretrain import pretrain
 
-    return pretrain(prepared_dir, out_dir, config, progress=progress)
+    with writing(out_dir, inputs=[prepared_dir]):
+        return pretrain(prepared_dir, out_dir, config, progress=progress)
