@@ -61,8 +61,11 @@ def save_checkpoint(
         torch.save(ckpt, tmp)
 
 
-def load_checkpoint(path: Path, config: TrainConfig, data_sha256: str) -> dict[str, Any]:
-    """Read a checkpoint and check that ``config`` may resume it on data ``data_sha256``.
+def load_checkpoint(
+    path: Path, config: TrainConfig, data_sha256: str, mmap: bool = False
+) -> dict[str, Any]:
+    """Read a checkpoint and check that ``config`` may resume it on data ``data_sha256``
+    (``mmap``: map the tensors instead of reading them, for a check before the real load).
 
     Raises
     ------
@@ -77,7 +80,7 @@ def load_checkpoint(path: Path, config: TrainConfig, data_sha256: str) -> dict[s
     if not path.is_file():
         raise ArtifactError(f"{path}: no checkpoint to resume from (train without resume)")
     with reading(path, "training checkpoint", "delete it and train without --resume"):
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
         if not isinstance(ckpt, dict) or "config" not in ckpt or "progress" not in ckpt:
             raise ValueError("not a bertgeom training checkpoint")
     saved_data = ckpt.get("data_sha256")

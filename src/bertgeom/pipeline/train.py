@@ -59,6 +59,12 @@ def run(
     ckpt = Path(out_dir) / CHECKPOINT
     if resume and not ckpt.is_file():
         raise ArtifactError(f"{ckpt}: no checkpoint to resume from")
+    if resume:  # other config or other data: refused before the folder is touched
+        from bertgeom.io.files import sha256_file
+        from bertgeom.model.checkpoint import load_checkpoint
+        from bertgeom.model.data import spikes_path
+
+        load_checkpoint(ckpt, config, sha256_file(spikes_path(prepared_dir)), mmap=True)
     if not resume and ckpt.exists():
         raise ArtifactError(f"{ckpt} exists: resume it, or choose a new output dir")
     from bertgeom.model.train import train
