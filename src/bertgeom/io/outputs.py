@@ -36,6 +36,8 @@ PathArg = str | os.PathLike
 MANIFEST = "manifest.json"
 
 _HELD: dict[Path, int] = {}  # lock path -> depth, for the locks this process holds
+if hasattr(os, "register_at_fork"):  # a forked child holds none of them itself
+    os.register_at_fork(after_in_child=_HELD.clear)
 
 
 def resolve(path: PathArg) -> Path:
@@ -143,7 +145,7 @@ def _acquire(lock: Path, shown: Path) -> int:
 
     for _ in range(100):
         try:
-            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         except OSError as exc:
             raise OutputError(
                 f"{shown}: cannot write here ({exc.strerror.lower()}: {lock}) "

@@ -133,7 +133,7 @@ def load_ood(path: str) -> OodModel:
     from bertgeom.io.files import reading
     from bertgeom.io.manifest import verify_artifact
 
-    what = "OOD detector (.npz)"
+    what = "bertgeom OOD detector (.npz)"
     fix = "`bertgeom evaluate --refit` fits it again"
     with reading(verify_artifact(path), what, fix), np.load(path, allow_pickle=False) as z:
         model = OodModel(

@@ -138,7 +138,7 @@ def load_model_dir(
     for name in (*MODEL_FILES, weights.name):
         verify_artifact(d / name)
     meta = read_meta(d) if (d / MODEL_META).is_file() else {"foreign": True}
-    with reading(d / "vocab.txt", "bertgeom tokenizer (vocab.txt, bertgeom_tokens.json)"):
+    with reading(d, "bertgeom tokenizer (vocab.txt, bertgeom_tokens.json)"):
         vocab = load_vocabulary(d)
     with reading(d / "config.json", "HF model config"):
         config = AutoConfig.from_pretrained(str(d))

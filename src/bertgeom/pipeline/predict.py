@@ -103,6 +103,37 @@ def run(
     cfg = prepare_config or PrepareConfig()
     dev = resolve_device(device)
     check_fasta(paths)
+    lock = (
+        contextlib.nullcontext()
+        if str(out_path) == "-"
+        else writing(out_path, inputs=[model_dir, *paths], kind="file")
+    )
+    with lock:  # one writer of out_path, taken before the model is loaded
+        counts, per_class = _predict(
+            model_dir, paths, out_path, cfg, dev, batch_size, chunk, progress
+        )
+    if counts["nonfinite"]:
+        print(
+            f"predict: warning: {counts['nonfinite']} genomes got no call: the model's outputs "
+            f"for them are not finite (damaged weights in {model_dir}, or training diverged)",
+            file=sys.stderr,
+        )
+    return PredictSummary(
+        counts["n"], counts["ok"], counts["bad"], counts["ood"], per_class, counts["dup"]
+    )
+
+
+def _predict(
+    model_dir: str | os.PathLike,
+    paths: list[str],
+    out_path: str | os.PathLike,
+    cfg: PrepareConfig,
+    dev: str,
+    batch_size: int,
+    chunk: int,
+    progress: bool,
+) -> tuple[dict[str, int], dict[str, int]]:
+    """Classify and write every row; returns the counts and the calls per class."""
     bundle = load_model_dir(model_dir, device=dev)
     ood_path = Path(model_dir) / OOD_FILE
     ood = load_ood(str(ood_path)) if ood_path.is_file() else None
@@ -130,12 +161,7 @@ def run(
     counts = {"n": 0, "ok": 0, "bad": 0, "ood": 0, "dup": 0, "nonfinite": 0}
     per_class: dict[str, int] = {}
     out = _Writer(bundle, ood, model_id, dev, batch_size, counts, per_class)
-    lock = (
-        contextlib.nullcontext()
-        if str(out_path) == "-"
-        else writing(out_path, inputs=[model_dir, *paths], kind="file")
-    )
-    with lock, _open_output(out_path) as fh:
+    with _open_output(out_path) as fh:
         fh.write(_line(COLUMNS))
         rows: list[dict[str, Any]] = []
         for k, row in enumerate(process_genomes(records, cfg, total, progress, desc="predict")):
@@ -147,15 +173,7 @@ def run(
                 rows = []
         rows += [_duplicate_row(d) for _, d in duplicates]
         out.flush(rows, fh)
-    if counts["nonfinite"]:
-        print(
-            f"predict: warning: {counts['nonfinite']} genomes got no call: the model's outputs "
-            f"for them are not finite (damaged weights in {model_dir}, or training diverged)",
-            file=sys.stderr,
-        )
-    return PredictSummary(
-        counts["n"], counts["ok"], counts["bad"], counts["ood"], per_class, counts["dup"]
-    )
+    return counts, per_class
 
 
 def _note_duplicates(
