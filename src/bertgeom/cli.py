@@ -220,6 +220,11 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         },
         source=args.config or "options",
     )
+    from bertgeom.io.outputs import check_output_path, check_outputs
+
+    # analyze.run does not check its output against its inputs itself yet
+    check_outputs([args.model, args.prepared], [args.out])
+    check_output_path(args.out)
     s = analyze.run(args.model, args.prepared, args.out, config, progress=not args.quiet)
     print(
         f"analysed {s.n_genomes} genomes ({s.n_correct} correctly classified, "

@@ -118,7 +118,6 @@ def test_a_path_that_cannot_be_the_output_is_one_line(tmp_path, kind):
     (tmp_path / "folder").mkdir()
     bad = {"dir": tmp_path / "file", "file": tmp_path / "folder"}[kind]
     for out in (bad, tmp_path / "file" / "below"):
-        with pytest.raises(OutputError) as info:
-            with writing(out, kind=kind):
-                pass
+        with pytest.raises(OutputError) as info, writing(out, kind=kind):
+            pass
         assert "\n" not in str(info.value)

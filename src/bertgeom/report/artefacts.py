@@ -200,11 +200,12 @@ def _try(stage: StageArtefacts, path: Path, reader: Any) -> Any:
 
 def _current(stage: StageArtefacts, path: Path) -> bool:
     """Whether ``path`` belongs to the stage's last run: listed by its manifest (every file
-    counts when there is no manifest to ask)."""
+    counts when there is no manifest, or one that lists no outputs, to ask)."""
     if path.name == "manifest.json" or stage.manifest is None:
         return True
-    listed = {str(o.get("path")) for o in stage.manifest.get("outputs", []) if isinstance(o, dict)}
-    return str(path.relative_to(stage.path)) in listed
+    outputs = stage.manifest.get("outputs")
+    listed = {str(o.get("path")) for o in outputs or [] if isinstance(o, dict)}
+    return not listed or str(path.relative_to(stage.path)) in listed
 
 
 def _load_common(stage: StageArtefacts) -> None:
