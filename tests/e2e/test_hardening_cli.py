@@ -223,7 +223,7 @@ def test_operating_system_errors_on_output_are_one_line(
 ):
     import tempfile
 
-    def refuse(*args, dir=None, **kwargs):  # noqa: A002 - tempfile's name
+    def refuse(*args, dir=None, **kwargs):
         raise OSError(code_, os.strerror(code_), str(dir))
 
     monkeypatch.setattr(tempfile, "mkstemp", refuse)
@@ -339,3 +339,29 @@ def test_an_evaluate_into_an_old_folder_keeps_no_stale_output(model, ci_prepared
     assert run_cli(["evaluate", model, ci_prepared, "--out", out], capsys)[0] == 0
     assert not (out / "history.png").exists()
     assert sorted(p.name for p in out.iterdir()) == sorted([*listed, "manifest.json"])
+
+
+def test_analyze_only_cone_into_an_old_analysis_leaves_no_stale_table_for_report(
+    model, ci_prepared, tmp_path, capsys
+):
+    run = tmp_path / "run"
+    shutil.copytree(ci_prepared, run / "prepared")
+    shutil.copytree(model, run / "model")
+    base = ["analyze", run / "model", run / "prepared", "--out", run / "analyze", "--quiet"]
+    base += ["--max-genomes", "8", "--map-methods", "", "--keep-maps", "0"]
+    assert run_cli([*base, "--only", "cone,gates"], capsys)[0] == 0
+    assert run_cli([*base, "--only", "cone"], capsys)[0] == 0
+    listed = {
+        o["path"] for o in json.loads((run / "analyze" / "manifest.json").read_text())["outputs"]
+    }
+    assert not any("gate" in name for name in listed)
+    assert run_cli(["report", run, "--out", run / "report.html"], capsys)[0] == 0
+    tables = sorted(p.name for p in (run / "report_tables").iterdir())
+    assert "analyze_cone_summary.tsv" in tables
+    assert not [t for t in tables if "gate" in t or "row_entropy" in t], tables
+    on_disk = {
+        str(p.relative_to(run / "analyze")) for p in (run / "analyze").rglob("*") if p.is_file()
+    }
+    stale = on_disk - listed - {"manifest.json"}
+    # analyze.run prunes them itself once it writes through bertgeom.io.outputs.writing
+    assert all("gate" in s or "row_entropy" in s or s.startswith("figures/") for s in stale)
