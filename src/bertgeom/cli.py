@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 import threading
+import warnings
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
@@ -220,11 +221,10 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         },
         source=args.config or "options",
     )
-    from bertgeom.io.outputs import check_output_path, check_outputs
+    from bertgeom.io.outputs import check_target
 
     # analyze.run does not check its output against its inputs itself yet
-    check_outputs([args.model, args.prepared], [args.out])
-    check_output_path(args.out)
+    check_target(args.out, [args.model, args.prepared], stage="analyze")
     s = analyze.run(args.model, args.prepared, args.out, config, progress=not args.quiet)
     print(
         f"analysed {s.n_genomes} genomes ({s.n_correct} correctly classified, "
@@ -470,13 +470,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     from bertgeom import failures
 
     parser = build_parser()
+    nul = next((a for a in (sys.argv[1:] if argv is None else argv) if "\x00" in str(a)), None)
+    if nul is not None:  # only possible from Python: a shell cannot pass one
+        print(
+            f"error: argument {nul!r} contains a NUL byte (no path or value can)", file=sys.stderr
+        )
+        return failures.EXIT_ERROR
     args = parser.parse_args(argv)
     global _MAIN_PID
     _MAIN_PID = os.getpid()
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if main_thread else None
     try:
-        status = int(args.func(args))
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            status = int(args.func(args))
         sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's last flush
         return status
     except BrokenPipeError:  # the reader of stdout left (`predict --out - | head`): end quietly
@@ -497,6 +505,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if main_thread:
             signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: Any = None,
+    line: str | None = None,
+) -> None:
+    """A library's warning on one line, ``warning: <message> (<category>)``, without the
+    source line Python prints after it."""
+    text = " ".join(str(message).split())
+    print(f"warning: {text} ({category.__name__})", file=sys.stderr)
 
 
 def _silence_stdout() -> None:

@@ -26,6 +26,9 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 #: Seeds are passed to numpy, whose legacy seeding takes 0..2**32 - 1.
 MAX_SEED = 2**32 - 1
+#: Upper bound of worker processes and threads (a typo such as ``--jobs 40000`` would fork
+#: until the machine stops).
+MAX_WORKERS = 1024
 #: 2-D embedding maps of ``analyze`` (``AnalyzeConfig.map_methods``).
 MAP_METHODS = ("pca", "tsne", "umap")
 
@@ -87,7 +90,7 @@ class PrepareConfig:
 
     def __post_init__(self) -> None:
         _check_common(self)
-        _check(self.jobs >= 1, "jobs", "must be >= 1")
+        _check(1 <= self.jobs <= MAX_WORKERS, "jobs", f"must be in 1..{MAX_WORKERS}")
         _check(self.dedupe in ("error", "keep-first"), "dedupe", "must be error or keep-first")
         _check(0 <= self.val_fraction < 1, "val_fraction", "must be in [0, 1)")
         _check(0 <= self.test_fraction < 1, "test_fraction", "must be in [0, 1)")
@@ -225,7 +228,11 @@ class TrainConfig:
         _check(self.grad_clip >= 0, "grad_clip", "must be >= 0 (0 = no clipping)")
         _check(self.min_count >= 1, "min_count", "must be >= 1")
         _check(self.max_steps >= 0, "max_steps", "must be >= 0 (0 = no limit)")
-        _check(self.threads >= 0, "threads", "must be >= 0 (0 = torch's default)")
+        _check(
+            0 <= self.threads <= MAX_WORKERS,
+            "threads",
+            f"must be in 0..{MAX_WORKERS} (0 = torch's default)",
+        )
         _check(0 <= self.warmup_ratio < 1, "warmup_ratio", "must be in [0, 1)")
         _check(
             self.balance in ("sampler", "weights", "none"),

@@ -4,8 +4,9 @@ Every stage that writes calls :func:`check_outputs` before any work (an output t
 contains or lies inside one of its inputs is refused, symbolic links and hard links followed)
 and writes inside :func:`writing`, which
 
-1. checks the output path: an existing file where a folder is expected (or the reverse), or a
-   path under a regular file, is a one-line :class:`~bertgeom.errors.OutputError`;
+1. checks the output path: an existing file where a folder is expected (or the reverse), a
+   path under a regular file, or a folder holding another stage's outputs (its manifest names
+   that stage) is a one-line :class:`~bertgeom.errors.OutputError`;
 2. takes the output's lock, ``.<name>.lock`` beside it (``fcntl.flock``, released by the
    kernel when the process dies, even on ``kill -9``): a second run into the same output is
    refused at once, naming the process that holds it;
@@ -190,33 +191,70 @@ def _make_dirs(path: Path) -> list[Path]:
     return created
 
 
+def _manifest(folder: PathArg) -> dict:
+    try:
+        doc = json.loads((Path(folder) / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
 def listed_outputs(folder: PathArg) -> list[str]:
     """The file names ``folder/manifest.json`` lists as outputs ([] when it has none or is
     unreadable)."""
-    path = Path(folder) / MANIFEST
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-        return [str(o["path"]) for o in doc.get("outputs", [])]
-    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return [str(o["path"]) for o in _manifest(folder).get("outputs", [])]
+    except (TypeError, KeyError, AttributeError):
         return []
+
+
+def check_stage(folder: PathArg, stage: str) -> None:
+    """Refuse to write ``stage``'s outputs into a folder that holds another stage's (as its
+    ``manifest.json`` says): they would be replaced or removed."""
+    other = _manifest(folder).get("stage")
+    if isinstance(other, str) and other != stage:
+        raise OutputError(
+            f"{folder}: holds the outputs of `bertgeom {other}` (its manifest.json), not of "
+            f"`bertgeom {stage}` (choose another output folder)"
+        )
+
+
+def check_target(
+    path: PathArg,
+    inputs: Iterable[PathArg | None] = (),
+    kind: str = "dir",
+    stage: str | None = None,
+) -> None:
+    """Every check of :func:`writing` that needs no lock, for a stage to run before any work:
+    :func:`check_outputs`, :func:`check_output_path` and (``stage``) :func:`check_stage`."""
+    check_outputs(inputs, [path])
+    check_output_path(path, kind)
+    if stage is not None and kind == "dir":
+        check_stage(path, stage)
 
 
 @contextlib.contextmanager
 def writing(
-    path: PathArg, inputs: Iterable[PathArg | None] = (), kind: str = "dir", fresh: bool = True
+    path: PathArg,
+    inputs: Iterable[PathArg | None] = (),
+    kind: str = "dir",
+    fresh: bool = True,
+    stage: str | None = None,
 ) -> Iterator[Path]:
     """Write output ``path`` (a folder, or a ``file``) safely: see the module docstring.
 
     Yields the path. A folder is created; a file's parent folder is. With ``fresh`` (a stage
     that rewrites its folder from scratch) the files of the previous manifest are removed
-    before the stage starts, not after it ends; a resumed stage passes False.
+    before the stage starts, not after it ends; a resumed stage passes False. ``stage`` (for a
+    folder) refuses a folder whose manifest names another stage.
     """
     out = Path(path)
-    check_outputs(inputs, [out])
-    check_output_path(out, kind)
+    check_target(out, inputs, kind, stage)
     created = _make_dirs(out if kind == "dir" else out.parent)
     try:
         with output_lock(out):
+            if stage is not None:
+                check_stage(out, stage)  # again, now that no other run can write it
             old = listed_outputs(out) if kind == "dir" else []
             if kind == "dir":
                 if fresh:

@@ -20,7 +20,7 @@ import numpy as np
 
 from bertgeom.io.files import read_tsv, save_figure, write_json, write_tsv
 from bertgeom.io.manifest import describe_inputs, write_manifest
-from bertgeom.io.outputs import check_output_path, check_outputs, writing
+from bertgeom.io.outputs import check_target, writing
 from bertgeom.model.data import encode_labels, load_split, sequences_for
 from bertgeom.model.infer import check_batch_size, infer, require_finite, resolve_device
 from bertgeom.model.metrics import Metrics, classification_metrics, softmax
@@ -39,8 +39,7 @@ def run(
 ) -> Metrics:
     """Evaluate ``model_dir`` on ``split`` of ``prepared_dir``; returns the calibrated metrics."""
     check_batch_size(batch_size)
-    check_outputs([model_dir, prepared_dir], [out_dir])
-    check_output_path(out_dir)
+    check_target(out_dir, [model_dir, prepared_dir], stage="evaluate")
     dev = resolve_device(device)
     if refit:
         calibrate.run(model_dir, prepared_dir, device=device, batch_size=batch_size)
@@ -57,7 +56,7 @@ def run(
     raw = classification_metrics(y, softmax(out.logits.astype(np.float64)), bundle.labels)
     probs = softmax(out.logits.astype(np.float64), bundle.temperature)
     cal = classification_metrics(y, probs, bundle.labels)
-    with writing(out_dir, inputs=[model_dir, prepared_dir]) as d:
+    with writing(out_dir, inputs=[model_dir, prepared_dir], stage="evaluate") as d:
         outputs = _write(d, df, y, probs, cal, raw, bundle, Path(model_dir), split)
         write_manifest(
             d,

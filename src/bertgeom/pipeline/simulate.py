@@ -33,7 +33,7 @@ def run(
     out_dir: str | os.PathLike, config: SimulateConfig, progress: bool = True
 ) -> SimulateSummary:
     """Simulate ``config.per_class`` genomes of every class into ``out_dir``."""
-    with writing(out_dir) as out:
+    with writing(out_dir, stage="simulate") as out:
         return _simulate(out, config, progress)
 
 

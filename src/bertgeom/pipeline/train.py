@@ -12,17 +12,16 @@ from typing import Any
 
 from bertgeom.config import TrainConfig
 from bertgeom.errors import ArtifactError, InputError
-from bertgeom.io.outputs import check_output_path, check_outputs, writing
+from bertgeom.io.outputs import check_target, writing
 
 
 def _check_paths(
-    prepared_dir: str | os.PathLike, out_dir: str | os.PathLike, config: TrainConfig
+    prepared_dir: str | os.PathLike, out_dir: str | os.PathLike, config: TrainConfig, stage: str
 ) -> None:
     from bertgeom.model.data import spikes_path
 
     spikes_path(prepared_dir)
-    check_outputs([prepared_dir, config.init_from or None], [out_dir])
-    check_output_path(out_dir)
+    check_target(out_dir, [prepared_dir, config.init_from or None], stage=stage)
 
 
 def _check_init_from(config: TrainConfig) -> None:
@@ -52,7 +51,7 @@ def run(
     -------
     bertgeom.model.train.TrainResult
     """
-    _check_paths(prepared_dir, out_dir, config)
+    _check_paths(prepared_dir, out_dir, config, "train")
     _check_init_from(config)
     from bertgeom.model.train import CHECKPOINT
 
@@ -71,7 +70,7 @@ def run(
     from bertgeom.pipeline import calibrate
 
     inputs = [prepared_dir, config.init_from or None]
-    with writing(out_dir, inputs=inputs, fresh=not resume):
+    with writing(out_dir, inputs=inputs, fresh=not resume, stage="train"):
         result = train(prepared_dir, out_dir, config, resume=resume, progress=progress)
         # temperature (validation split) and OOD detector (training split), stored with the
         # model; calibrate re-hashes the model's manifest
@@ -86,8 +85,8 @@ def run_pretrain(
     progress: bool = True,
 ) -> Path:
     """Pre-train an encoder: :func:`bertgeom.model.pretrain.pretrain` after checking paths."""
-    _check_paths(prepared_dir, out_dir, config)
+    _check_paths(prepared_dir, out_dir, config, "pretrain")
     from bertgeom.model.pretrain import pretrain
 
-    with writing(out_dir, inputs=[prepared_dir]):
+    with writing(out_dir, inputs=[prepared_dir], stage="pretrain"):
         return pretrain(prepared_dir, out_dir, config, progress=progress)
