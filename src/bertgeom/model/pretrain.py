@@ -15,7 +15,6 @@ classifier directory (no ``bertgeom_model.json``). No resume: pre-training runs 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import time
@@ -45,7 +44,13 @@ def read_pretrain_meta(directory: str | os.PathLike) -> dict[str, Any]:
     path = Path(directory) / PRETRAIN_META
     if not path.is_file():
         raise ArtifactError(f"{path}: no such file (not a `bertgeom pretrain` output directory)")
-    return json.loads(path.read_text(encoding="utf-8"))
+    from bertgeom.io.files import read_json
+    from bertgeom.io.manifest import verify_artifact
+
+    meta = read_json(verify_artifact(path), "bertgeom pre-training metadata file")
+    if not isinstance(meta, dict) or "preset" not in meta:
+        raise ArtifactError(f"{path}: damaged or not a bertgeom pre-training metadata file")
+    return meta
 
 
 def mlm_loss(model: Any, batch: dict[str, Any], targets: Any) -> tuple[Any, int, int]:

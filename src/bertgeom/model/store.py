@@ -167,5 +167,6 @@ def load_model_dir(
             f"({len(vocab.tokens)})"
         )
     model.to(device).eval()
-    labels = tuple(str(model.config.id2label[i]) for i in range(model.config.num_labels))
+    with reading(d / "config.json", "HF model config (id2label)"):
+        labels = tuple(str(model.config.id2label[i]) for i in range(model.config.num_labels))
     return ModelBundle(model=model, vocab=vocab, labels=labels, meta=meta, path=d)

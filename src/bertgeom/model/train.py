@@ -29,7 +29,7 @@ import numpy as np
 
 from bertgeom.config import TrainConfig
 from bertgeom.errors import ArtifactError, ConfigError, TrainingError
-from bertgeom.io.files import sha256_file, write_tsv
+from bertgeom.io.files import reading, sha256_file, write_tsv
 from bertgeom.io.manifest import describe_inputs, write_manifest
 from bertgeom.model import checkpoint as ckpt_io
 from bertgeom.model import data, fastpath, loop
@@ -148,14 +148,15 @@ def _build_model(config: TrainConfig, d: _Data, rt: loop.Runtime) -> Any:
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the load report lists the expected MLM-head mismatch
     try:
-        model = BertForSequenceClassification.from_pretrained(
-            config.init_from,
-            num_labels=len(d.labels),
-            id2label=dict(enumerate(d.labels)),
-            label2id={lab: i for i, lab in enumerate(d.labels)},
-            problem_type="single_label_classification",
-            attn_implementation=rt.attn,
-        )
+        with reading(Path(config.init_from) / WEIGHTS, "pre-trained weights (safetensors)"):
+            model = BertForSequenceClassification.from_pretrained(
+                config.init_from,
+                num_labels=len(d.labels),
+                id2label=dict(enumerate(d.labels)),
+                label2id={lab: i for i, lab in enumerate(d.labels)},
+                problem_type="single_label_classification",
+                attn_implementation=rt.attn,
+            )
     finally:
         hf_logging.set_verbosity(verbosity)
     return model.to(rt.device)

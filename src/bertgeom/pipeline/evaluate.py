@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from bertgeom.io.files import read_tsv, save_figure, write_json, write_tsv
-from bertgeom.io.manifest import describe_inputs, write_manifest
+from bertgeom.io.files import read_tsv, reading, save_figure, write_json, write_tsv
+from bertgeom.io.manifest import describe_inputs, verify_artifact, write_manifest
 from bertgeom.io.outputs import check_target, writing
 from bertgeom.model.data import encode_labels, load_split, sequences_for
 from bertgeom.model.infer import check_batch_size, infer, require_finite, resolve_device
@@ -171,8 +171,11 @@ def _write_figures(d: Path, cal: Metrics, raw: Metrics, model_dir: Path) -> list
     }
     history = model_dir / "history.tsv"
     if history.is_file():
-        header, rows = read_tsv(history)
-        figures["history.png"] = history_figure([dict(zip(header, r, strict=True)) for r in rows])
+        with reading(verify_artifact(history), "training history TSV", "retrain"):
+            header, rows = read_tsv(history)
+            figures["history.png"] = history_figure(
+                [dict(zip(header, r, strict=True)) for r in rows]
+            )
     for name, fig in figures.items():
         save_figure(fig, d / name)
         plt.close(fig)

@@ -34,6 +34,11 @@ def _check_init_from(config: TrainConfig) -> None:
     if not d.is_dir():
         raise InputError(f"{d}: no such directory (init_from: a `bertgeom pretrain` output)")
     read_pretrain_meta(d)
+    from bertgeom.io.files import reading
+    from bertgeom.tokens.vocab import load_vocabulary
+
+    with reading(d, "bertgeom tokenizer (vocab.txt, bertgeom_tokens.json)"):
+        load_vocabulary(d)
     if not (d / WEIGHTS).is_file():
         raise ArtifactError(f"{d / WEIGHTS}: no such file (pre-training did not finish?)")
 
