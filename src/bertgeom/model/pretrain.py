@@ -30,7 +30,7 @@ from bertgeom.io.manifest import describe_inputs, write_manifest
 from bertgeom.model import data, loop
 from bertgeom.model.store import WEIGHTS
 from bertgeom.resources import CLASSES
-from bertgeom.tokens.vocab import Vocabulary, build_vocabulary
+from bertgeom.tokens.vocab import TOKENIZER_FILES, Vocabulary, build_vocabulary
 
 PRETRAIN_META = "bertgeom_pretrain.json"
 HISTORY = "history.tsv"
@@ -169,7 +169,7 @@ def pretrain(
             history.append(_epoch(forward, opt, sched, x, epoch, int(step), config, rt, bar))
             _save(model, vocab, config, history, len(x), out)
     inputs = describe_inputs([data.spikes_path(prepared)])
-    outputs = ["config.json", WEIGHTS, "vocab.txt", "tokenizer.json", PRETRAIN_META, HISTORY]
+    outputs = ["config.json", WEIGHTS, *TOKENIZER_FILES, PRETRAIN_META, HISTORY]
     write_manifest(out, "pretrain", inputs, config, outputs, summary=history[-1])
     return out
 

@@ -20,7 +20,7 @@ from typing import Any
 from bertgeom.errors import ArtifactError
 from bertgeom.io.files import read_json, reading, write_json
 from bertgeom.io.manifest import verify_artifact
-from bertgeom.tokens.vocab import Vocabulary, load_vocabulary
+from bertgeom.tokens.vocab import TOKENIZER_FILES, Vocabulary, load_vocabulary
 
 MODEL_META = "bertgeom_model.json"
 WEIGHTS = "model.safetensors"
@@ -106,7 +106,7 @@ def update_meta(directory: str | os.PathLike, **fields: Any) -> dict[str, Any]:
 
 
 #: Files of a model directory checked against its manifest before loading (with the weights).
-MODEL_FILES = ("config.json", "vocab.txt", "tokenizer.json", "bertgeom_tokens.json", MODEL_META)
+MODEL_FILES = ("config.json", *TOKENIZER_FILES, MODEL_META)
 #: Weight files an HF model directory may hold (safetensors first).
 WEIGHT_FILES = (WEIGHTS, "pytorch_model.bin")
 

@@ -38,7 +38,12 @@ from bertgeom.model.metrics import macro_f1
 from bertgeom.model.pretrain import pretrain, read_pretrain_meta
 from bertgeom.model.store import MODEL_META, WEIGHTS, save_model_dir
 from bertgeom.resources import CLASSES
-from bertgeom.tokens.vocab import Vocabulary, build_vocabulary, load_vocabulary
+from bertgeom.tokens.vocab import (
+    TOKENIZER_FILES,
+    Vocabulary,
+    build_vocabulary,
+    load_vocabulary,
+)
 
 __all__ = [
     "CHECKPOINT", "HISTORY", "HISTORY_COLUMNS", "RESUMABLE_CHANGES", "TrainResult", "evaluate",
@@ -367,7 +372,7 @@ def _finish(prepared: Path, out: Path, run: _Run, seconds: float) -> TrainResult
     st, d = run.state, run.data
     if not (out / WEIGHTS).is_file():
         raise ArtifactError(f"{out}: training stopped before its first validation; no model saved")
-    outputs = ["config.json", WEIGHTS, "vocab.txt", "tokenizer.json", MODEL_META, HISTORY]
+    outputs = ["config.json", WEIGHTS, *TOKENIZER_FILES, MODEL_META, HISTORY]
     summary = {
         "best_epoch": st.best_epoch,
         "best_val_macro_f1": st.best_f1,

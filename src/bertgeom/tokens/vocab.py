@@ -27,6 +27,14 @@ SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 PAD_ID, UNK_ID, CLS_ID, SEP_ID, MASK_ID = range(5)
 SPIKE_COLUMNS = 3822
 TOKENS_FILE = "bertgeom_tokens.json"
+#: Every file :meth:`Vocabulary.save` writes (listed in the manifests of model folders).
+TOKENIZER_FILES = (
+    "vocab.txt",
+    TOKENS_FILE,
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+)
 
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing multiplier (2^64 / golden ratio)
