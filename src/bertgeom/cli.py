@@ -1,7 +1,8 @@
 """Command-line interface: argument parsing only; each subcommand calls ``pipeline.<stage>.run``.
 
-Errors a user can fix (:class:`~bertgeom.errors.BertgeomError`) print ``error: ...`` and exit
-with status 2; heavy modules are imported inside the handlers so ``--help`` is instant.
+Every failure prints one line, ``error: ...`` (:mod:`bertgeom.failures`: exit status 2 for what a
+user can fix, 1 for a bug); heavy modules are imported inside the handlers so ``--help`` is
+instant.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ import os
 import signal
 import sys
 import threading
+import warnings
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from bertgeom import __version__, cli_analyze
 from bertgeom.errors import BertgeomError
@@ -378,10 +380,19 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``error: bertgeom train: argument --epochs: invalid int
+    value: 'x' (see bertgeom train --help)``, exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"error: {self.prog}: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
+
+
 def build_parser(with_measures: bool = False) -> argparse.ArgumentParser:
     """The ``bertgeom`` argument parser (``with_measures``: analyze's flag per measure option,
     which imports the measure registry and torch)."""
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="bertgeom",
         usage="bertgeom [-h] [--version] [-v | -q] COMMAND ...",
         description="SARS-CoV-2 spike variant classification with BERT, and the geometry of "
@@ -636,8 +647,16 @@ def _add_models(sub: Any) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``bertgeom`` command."""
+    """Entry point of the ``bertgeom`` command; exit statuses in :mod:`bertgeom.failures`."""
+    from bertgeom import failures
+
     words = list(sys.argv[1:] if argv is None else argv)
+    nul = next((a for a in words if "\x00" in str(a)), None)
+    if nul is not None:  # only possible from Python: a shell cannot pass one
+        print(
+            f"error: argument {nul!r} contains a NUL byte (no path or value can)", file=sys.stderr
+        )
+        return failures.EXIT_ERROR
     parser = build_parser(with_measures="analyze" in words)
     lead = 0  # options before the command; -v/-q among them are taken out here (argparse
     while lead < len(words) and words[lead].startswith("-"):  # mixes up a parent's and a
@@ -662,16 +681,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if main_thread else None
     try:
-        return int(args.func(args))
-    except BertgeomError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            status = int(args.func(args))
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's last flush
+        return status
+    except BrokenPipeError:  # the reader of stdout left (`predict --out - | head`): end quietly
+        _silence_stdout()
+        return failures.EXIT_OK
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return failures.EXIT_INTERRUPTED
     except _Terminated:
         print("terminated", file=sys.stderr)
-        return 143
+        return failures.EXIT_TERMINATED
+    except Exception as exc:  # one place turns every failure into one line
+        if os.environ.get("BERTGEOM_DEBUG") and not isinstance(exc, BertgeomError):
+            raise
+        message, status = failures.describe(exc)
+        print(f"error: {message}", file=sys.stderr)
+        return status
     finally:
         if main_thread:
             signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
@@ -699,6 +728,31 @@ def _quiet_libraries(verbosity: int) -> None:
     """Below --verbose, transformers says only errors (its loading notes are not ours)."""
     if verbosity < 1:
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: Any = None,
+    line: str | None = None,
+) -> None:
+    """A library's warning on one line, ``warning: <message> (<category>)``, without the
+    source line Python prints after it."""
+    text = " ".join(str(message).split())
+    print(f"warning: {text} ({category.__name__})", file=sys.stderr)
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's final flush raises no second
+    BrokenPipeError (Python's documented recipe)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # no real stdout (tests capture it)
+        pass
 
 
 class _Terminated(BaseException):

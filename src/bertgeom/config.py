@@ -2,12 +2,14 @@
 
 Each stage has one dataclass. :func:`resolve` builds it from a TOML file's ``[stage]`` table
 and explicit overrides (flags left unset are ``None`` and do not override). Unknown keys and
-values of the wrong type are a :class:`~bertgeom.errors.ConfigError` naming the key.
+values of the wrong type are a :class:`~bertgeom.errors.ConfigError` naming the key, and so is
+every number that is not finite (NaN, inf) and every seed outside 0..2**32 - 1 (numpy's range).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tomllib
 import types
@@ -19,6 +21,11 @@ from typing import Any, TypeVar
 from bertgeom.errors import ConfigError
 
 T = TypeVar("T")
+#: Seeds are passed to numpy, whose legacy seeding takes 0..2**32 - 1.
+MAX_SEED = 2**32 - 1
+#: Upper bound of worker processes and threads (a typo such as ``--jobs 40000`` would fork
+#: until the machine stops).
+MAX_WORKERS = 1024
 
 
 @dataclass(frozen=True)
@@ -77,7 +84,8 @@ class PrepareConfig:
     batch_size: int = 256
 
     def __post_init__(self) -> None:
-        _check(self.jobs >= 1, "jobs", "must be >= 1")
+        _check_common(self)
+        _check(1 <= self.jobs <= MAX_WORKERS, "jobs", f"must be in 1..{MAX_WORKERS}")
         _check(self.dedupe in ("error", "keep-first"), "dedupe", "must be error or keep-first")
         _check(0 <= self.val_fraction < 1, "val_fraction", "must be in [0, 1)")
         _check(0 <= self.test_fraction < 1, "test_fraction", "must be in [0, 1)")
@@ -126,6 +134,7 @@ class SimulateConfig:
     seed: int = 42
 
     def __post_init__(self) -> None:
+        _check_common(self)
         _check(self.per_class >= 1, "per_class", "must be >= 1")
 
 
@@ -141,11 +150,12 @@ class TrainConfig:
         Tokenization (:mod:`bertgeom.tokens`); the vocabulary comes from the training split.
     epochs, batch_size, lr, weight_decay, adam_eps, warmup_ratio, grad_clip
         AdamW with linear warm-up over ``warmup_ratio`` of the steps, then linear decay, and
-        gradient-norm clipping (science.md §1). ``epochs``, ``batch_size`` and ``lr`` left at 0
-        (and ``patience`` at -1) take the preset's recipe (``bertgeom.model.presets.RECIPES``)
-        when the config is built, so a saved config always holds the values used (a config
-        copied with ``dataclasses.replace`` keeps the values it has). ``lr`` is higher than the
-        paper's 2e-5 because the encoder is trained from scratch, not fine-tuned.
+        gradient-norm clipping (science.md §1). ``epochs``, ``batch_size`` and ``lr`` left unset
+        (``None``; and ``patience`` at -1) take the preset's recipe
+        (``bertgeom.model.presets.RECIPES``) when the config is built, so a saved config always
+        holds the values used (a config copied with ``dataclasses.replace`` keeps the values it
+        has); 0 is refused, never replaced. ``lr`` is higher than the paper's 2e-5 because the
+        encoder is trained from scratch, not fine-tuned.
     balance
         Class balance: ``sampler`` (inverse-frequency sampling), ``weights`` (weighted loss) or
         ``none``.
@@ -173,9 +183,9 @@ class TrainConfig:
     stride: int = 9
     token_mode: str = "aligned"
     min_count: int = 1
-    epochs: int = 0
-    batch_size: int = 0
-    lr: float = 0.0
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
     weight_decay: float = 0.01
     adam_eps: float = 1e-8
     warmup_ratio: float = 0.1
@@ -197,8 +207,9 @@ class TrainConfig:
         _check(self.preset in RECIPES, "preset", f"must be one of {', '.join(RECIPES)}")
         recipe = RECIPES[self.preset]
         for name in ("epochs", "batch_size", "lr"):
-            if getattr(self, name) == 0:
+            if getattr(self, name) is None:  # unset; 0 given is refused below, not replaced
                 object.__setattr__(self, name, getattr(recipe, name))
+        _check_common(self)
         if self.patience < 0:
             object.__setattr__(self, "patience", recipe.patience)
         _check(self.token_mode in ("aligned", "raw"), "token_mode", "must be aligned or raw")
@@ -207,6 +218,16 @@ class TrainConfig:
         _check(self.epochs >= 1, "epochs", "must be >= 1")
         _check(self.batch_size >= 1, "batch_size", "must be >= 1")
         _check(self.lr > 0, "lr", "must be > 0")
+        _check(self.weight_decay >= 0, "weight_decay", "must be >= 0")
+        _check(self.adam_eps > 0, "adam_eps", "must be > 0")
+        _check(self.grad_clip >= 0, "grad_clip", "must be >= 0 (0 = no clipping)")
+        _check(self.min_count >= 1, "min_count", "must be >= 1")
+        _check(self.max_steps >= 0, "max_steps", "must be >= 0 (0 = no limit)")
+        _check(
+            0 <= self.threads <= MAX_WORKERS,
+            "threads",
+            f"must be in 0..{MAX_WORKERS} (0 = torch's default)",
+        )
         _check(0 <= self.warmup_ratio < 1, "warmup_ratio", "must be in [0, 1)")
         _check(
             self.balance in ("sampler", "weights", "none"),
@@ -270,6 +291,7 @@ class AnalyzeConfig:
     NESTED: typing.ClassVar[str] = "measures"
 
     def __post_init__(self) -> None:
+        _check_common(self)
         _check(
             self.split in ("train", "val", "test", "all"),
             "split",
@@ -318,15 +340,32 @@ def _check(ok: bool, key: str, why: str) -> None:
         raise ConfigError(f"config: {key} {why}")
 
 
+def _check_common(config: Any) -> None:
+    """Every number of ``config`` finite, its ``seed`` in numpy's range."""
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"config: {f.name} must be a finite number (got {value})")
+    seed = getattr(config, "seed", 0)
+    _check(0 <= seed <= MAX_SEED, "seed", f"must be in 0..{MAX_SEED} (got {seed})")
+
+
 def read_toml(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a TOML config file."""
+    """Read a TOML config file (plain or gzip-compressed, UTF-8)."""
+    from bertgeom.errors import InputError
+    from bertgeom.io.files import read_text
+
     p = Path(path)
-    if not p.is_file():
+    if not p.exists():
         raise ConfigError(f"{p}: no such config file")
     try:
-        return tomllib.loads(p.read_text(encoding="utf-8"))
+        text = read_text(p, "TOML config")
+    except InputError as exc:
+        raise ConfigError(str(exc)) from None
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{p}: invalid TOML: {exc}") from exc
+        raise ConfigError(f"{p}: invalid TOML: {exc}") from None
 
 
 def resolve(

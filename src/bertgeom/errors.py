@@ -15,3 +15,13 @@ class ConfigError(BertgeomError):
 
 class ArtifactError(BertgeomError):
     """A file written by an earlier stage is missing or inconsistent."""
+
+
+class OutputError(BertgeomError):
+    """An output cannot be written where asked: it would overwrite an input, another run is
+    writing it, or its path cannot hold it (a file where a folder is expected, ...)."""
+
+
+class TrainingError(BertgeomError):
+    """Training cannot go on: the loss is no longer finite, or the data cannot train a
+    classifier."""

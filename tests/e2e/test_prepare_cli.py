@@ -277,4 +277,4 @@ def test_bad_option_values(tmp_path, capsys):
     code, _, err = run_cli(
         ["prepare", str(fasta), "--out", str(tmp_path / "o"), "--jobs", "0"], capsys
     )
-    assert code == 2 and err == "error: config: jobs must be >= 1\n"
+    assert code == 2 and err == "error: config: jobs must be in 1..1024\n"

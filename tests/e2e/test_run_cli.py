@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -86,3 +87,35 @@ def test_every_stage_has_a_subcommand():
         "run",
         "demo",
     }
+
+
+def test_changed_labels_retrain_instead_of_resuming_the_old_checkpoint(
+    shared_data, tmp_path, capsys
+):
+    """After the labels change, prepare runs again, and train must not resume the finished
+    checkpoint of the old data (its fingerprint holds the data's sha256): it trains again and
+    the model's manifest and checkpoint name the new data."""
+    import torch
+
+    from bertgeom.io.files import sha256_file
+
+    labels = tmp_path / "labels.tsv"
+    shutil.copy(shared_data / "labels.tsv", labels)
+    cfg = write_config(tmp_path / "p.toml", tmp_path / "run", shared_data, epochs=1)
+    cfg.write_text(cfg.read_text().replace(str(shared_data / "labels.tsv"), str(labels)))
+    assert main(["run", "--config", str(cfg), "--quiet"]) == 0
+    capsys.readouterr()
+    lines = labels.read_text().splitlines()
+    ci_alpha = [i for i, ln in enumerate(lines) if ln.split("\t")[1::11][:2] == ["alpha", "1"]]
+    for i in ci_alpha[:3]:  # three alpha genomes of the CI subset relabelled other
+        lines[i] = lines[i].replace("\talpha\t", "\tother\t", 1)
+    labels.write_text("\n".join(lines) + "\n")
+    assert main(["run", "--config", str(cfg), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "prepare: running" in err and "train: not resuming" in err, err
+    spikes = tmp_path / "run" / "prepared" / "spikes.parquet"
+    model = tmp_path / "run" / "model"
+    manifest = json.loads((model / "manifest.json").read_text())
+    assert manifest["inputs"][0]["sha256"] == sha256_file(spikes)
+    ckpt = torch.load(model / "checkpoints" / "last.pt", weights_only=True)
+    assert ckpt["data_sha256"] == sha256_file(spikes)

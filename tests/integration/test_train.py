@@ -11,11 +11,14 @@ import json
 from dataclasses import replace
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import torch
 
 from bertgeom.config import TrainConfig
 from bertgeom.errors import ArtifactError, ConfigError
+from bertgeom.io.files import sha256_file
+from bertgeom.model.checkpoint import StaleCheckpointError
 from bertgeom.model.data import collate, load_split, sequences_for
 from bertgeom.model.pretrain import PRETRAIN_META
 from bertgeom.model.store import load_model_dir, read_meta
@@ -176,7 +179,30 @@ def test_resume_accepts_an_older_checkpoint_and_a_compile_switch(prepared, tmp_p
     ckpt = torch.load(path, weights_only=True)
     del ckpt["config"]["compile"]  # written before the option existed
     torch.save(ckpt, path)
-    load_checkpoint(path, config)
-    load_checkpoint(path, replace(config, compile=True))
+    data_sha = sha256_file(prepared / "spikes.parquet")
+    load_checkpoint(path, config, data_sha)
+    load_checkpoint(path, replace(config, compile=True), data_sha)
     with pytest.raises(ConfigError, match="lr"):
-        load_checkpoint(path, replace(config, lr=1.0))
+        load_checkpoint(path, replace(config, lr=1.0), data_sha)
+
+
+def test_resume_on_other_data_is_refused(prepared, tmp_path):
+    """The checkpoint's fingerprint holds the prepared data's sha256: resuming a finished or
+    interrupted run on other data (other labels, other genomes) is refused, naming both."""
+    import shutil
+
+    config = replace(FAST, epochs=1, batch_size=32, max_steps=1)
+    model = tmp_path / "model"
+    train_stage.run(prepared, model, config, progress=False)
+    other = tmp_path / "other"
+    shutil.copytree(prepared, other)
+    spikes = other / "spikes.parquet"
+    table = pq.read_table(spikes).to_pandas()
+    table.loc[table["label"] == "alpha", "label"] = "beta"  # relabelled genomes
+    table.to_parquet(spikes)
+    (other / "manifest.json").unlink()  # prepared by hand: no manifest to verify against
+    weights = sha256_file(model / "model.safetensors")
+    with pytest.raises(StaleCheckpointError, match="cannot resume: it was trained on sha256"):
+        train_stage.run(other, model, replace(config, max_steps=2), resume=True, progress=False)
+    assert sha256_file(model / "model.safetensors") == weights  # nothing overwritten
+    assert (model / "manifest.json").is_file()  # refused before the folder was touched

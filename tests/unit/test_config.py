@@ -23,7 +23,7 @@ def test_unknown_key_names_the_key_and_the_valid_ones():
 def test_wrong_type_and_bad_values():
     with pytest.raises(ConfigError, match="'jobs' must be"):
         resolve(PrepareConfig, {"jobs": "two"})
-    with pytest.raises(ConfigError, match="config: jobs must be >= 1"):
+    with pytest.raises(ConfigError, match=r"config: jobs must be in 1\.\.1024"):
         PrepareConfig(jobs=0)
     with pytest.raises(ConfigError, match="val_fraction \\+ test_fraction must be < 1"):
         PrepareConfig(val_fraction=0.5, test_fraction=0.5)
@@ -140,3 +140,24 @@ def test_prepare_passes_every_qc_threshold_on():
     t = qc_thresholds(cfg)
     assert (t.max_indel_good, t.max_genome_length_good, t.max_n_good) == (7, 33333, 0.02)
     assert t.max_ambiguous_mediocre == cfg.max_ambiguous_mediocre == 10
+
+
+@pytest.mark.parametrize(
+    ("cls", "values", "message"),
+    [
+        ("TrainConfig", {"lr": float("inf")}, "lr must be a finite number (got inf)"),
+        ("TrainConfig", {"grad_clip": float("nan")}, "grad_clip must be a finite number"),
+        ("TrainConfig", {"epochs": 0}, "epochs must be >= 1"),
+        ("TrainConfig", {"batch_size": 0}, "batch_size must be >= 1"),
+        ("TrainConfig", {"seed": -1}, "seed must be in 0..4294967295 (got -1)"),
+        ("PrepareConfig", {"val_fraction": float("nan")}, "val_fraction must be a finite"),
+        ("AnalyzeConfig", {"perplexity": float("inf")}, "perplexity must be a finite number"),
+        ("SimulateConfig", {"seed": 2**32}, "seed must be in 0..4294967295"),
+    ],
+)
+def test_numbers_must_be_finite_and_zero_is_never_replaced(cls, values, message):
+    import bertgeom.config as config
+
+    with pytest.raises(ConfigError) as info:
+        resolve(getattr(config, cls), values)
+    assert message in str(info.value)

@@ -204,3 +204,34 @@ def test_a_spike_that_does_not_align_is_not_called_no_alignment(processor):
         "(align_method genome)",
         "spike N fraction 1.000 > 0.05",
     )
+
+
+def test_a_genome_without_a_spike_is_no_spike_not_a_giant_frameshift(processor):
+    result = qc(processor, REF[:S0] + REF[S0 + 3822 :])
+    assert result.qc.status == "bad"
+    assert result.qc.reasons == (
+        "no spike: 3821 of 3822 spike columns deleted (the genome lacks the S gene, reference "
+        "21563-25384)",
+    )
+    assert result.calls.mutations == () and not result.qc.frameshift
+
+
+@pytest.mark.parametrize(("start", "length"), [(937, 1000), (2000, 300)])
+def test_an_inverted_segment_inside_the_spike_is_bad(processor, start, length):
+    from bertgeom.genome.sequence import reverse_complement
+
+    a, b = S0 + start, S0 + start + length
+    result = qc(processor, REF[:a] + reverse_complement(REF[a:b]) + REF[b:])
+    assert result.qc.status == "bad"
+    assert result.qc.reasons == (
+        f"inverted segment in the spike: reference {a + 1}-{b} aligns to the opposite strand "
+        "(an inversion or a misassembly)",
+    )
+
+
+def test_a_whole_reverse_complemented_genome_is_not_an_inversion(processor):
+    from bertgeom.genome.sequence import reverse_complement
+
+    result = qc(processor, reverse_complement(REF))
+    assert result.spike.strand == -1 and result.spike.inverted_ranges == ()
+    assert result.qc.status == "good"

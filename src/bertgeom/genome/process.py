@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from bertgeom.genome.align import GenomeAlignment, SpikeAligner
 from bertgeom.genome.mutations import SpikeCalls, call_mutations
-from bertgeom.genome.qc import QcResult, QcThresholds, assess
+from bertgeom.genome.qc import QcResult, QcThresholds, assess, spike_missing
 from bertgeom.genome.spike import SpikeAlignment, extract_spike
 from bertgeom.resources import genetic_code, reference_genome, spike_coordinates, spike_reference
 
@@ -68,6 +68,10 @@ class SpikeProcessor:
             self.code,
             spike_start=self.start,
         )
+        if spike_missing(spike):  # no S gene: no mutation calls, no frameshift
+            calls = replace(
+                calls, mutations=(), frameshifts=(), compensated=False, premature_stop=None
+            )
         return SpikeResult(
             id=genome_id,
             genome_length=len(sequence),

@@ -7,7 +7,11 @@ limit that decided it: a spike N fraction above both limits is reported against
 bad
     no alignment to the reference at all (``no alignment to the reference genome``), or an
     alignment that misses the spike (``spike not aligned``: the genome aligns to the reference
-    only outside the spike, e.g. when its spike is all N); the alignment does not reach a spike
+    only outside the spike, e.g. when its spike is all N); no spike (``no spike``: the
+    alignment jumps over most of the spike, i.e. more than half of its columns are deleted:
+    the genome lacks the S gene; no mutations are called); a segment of the spike aligned on
+    the opposite strand to the rest (``inverted segment``: an inversion or a misassembly,
+    whose bases would otherwise be read as the reference's); the alignment does not reach a spike
     end (partial genome; columns unreached inside the spike count as N); spike N fraction (N
     bases plus unreached columns) above ``max_n_mediocre``; more than ``max_ambiguous_mediocre``
     mixed sites (ambiguous IUPAC codes other than N) in the spike; the spike as read (3,822
@@ -101,6 +105,21 @@ def assess(
     inserted = sum(len(i.bases) for i in spike.insertions)
     bad: list[str] = []
     mediocre: list[str] = []
+    if spike_missing(spike):
+        bad.append(
+            f"no spike: {deleted} of {n_cols} spike columns deleted (the genome lacks the S "
+            f"gene, reference {spike.start}-{spike.start + n_cols - 1})"
+        )
+        return QcResult(
+            "bad", tuple(bad), n_count, n_frac, ambiguous, coverage, False, None, inserted,
+            deleted, n_cols - deleted + inserted,
+        )  # fmt: skip
+    if spike.inverted_ranges:
+        ranges = ", ".join(f"{a}-{b}" for a, b in spike.inverted_ranges)
+        bad.append(
+            f"inverted segment in the spike: reference {ranges} aligns to the opposite strand "
+            "(an inversion or a misassembly)"
+        )
     complete = _check_coverage(spike, coverage, bad)
     _grade(f"spike N fraction {n_frac:.3f}", n_frac, t.max_n_good, t.max_n_mediocre, bad, mediocre)
     _grade(
@@ -152,6 +171,12 @@ def assess(
         deleted=deleted,
         spike_length=spike_length,
     )
+
+
+def spike_missing(spike: SpikeAlignment) -> bool:
+    """Whether the alignment jumps over most of the spike (more than half of its columns
+    deleted): the genome has no S gene, and its "mutations" would be one giant deletion."""
+    return spike.aligned.count("-") > len(spike.aligned) // 2
 
 
 def _check_coverage(spike: SpikeAlignment, coverage: float, bad: list[str]) -> bool:

@@ -51,6 +51,9 @@ class SpikeAlignment:
     strand: int  # +1 / -1 of the hit covering most of the spike; 0 when none
     method: str  # "window", "genome" or "none"
     start: int = 21563  # 1-based genome position of the first spike column
+    #: 1-based inclusive reference ranges of spike columns filled by hits on the strand
+    #: opposite to ``strand``: a segment inverted relative to the rest of the spike
+    inverted_ranges: tuple[tuple[int, int], ...] = ()
 
 
 def extract_spike(
@@ -106,16 +109,29 @@ def extract_spike(
     aligned = cols.decode("ascii")
     aligned, insertions = normalize_indels(aligned, insertions, ref_spike)
     uncovered = _unreached(owner)
+    strand = max(strand_cover, key=strand_cover.__getitem__) if strand_cover else 0
+    inverted = _inverted(owner, [h.strand for h in alignment.hits], strand)
     return SpikeAlignment(
         aligned=aligned,
         insertions=tuple(Insertion(c + spike_start, b) for c, b in insertions),
         raw=_raw(aligned, insertions, owner),
         n_uncovered=owner.count(0),
         uncovered_ranges=tuple((a + spike_start, b + spike_start - 1) for a, b in uncovered),
-        strand=max(strand_cover, key=strand_cover.__getitem__) if strand_cover else 0,
+        strand=strand,
         method=alignment.method,
         start=spike_start,
+        inverted_ranges=tuple((a + spike_start, b + spike_start - 1) for a, b in inverted),
     )
+
+
+def _inverted(owner: bytearray, strands: list[int], strand: int) -> list[tuple[int, int]]:
+    """Half-open column ranges filled by hits on the strand opposite to ``strand`` (``owner``
+    holds 1 + the index of the hit that filled each column)."""
+    if len(set(strands)) < 2:
+        return []
+    other = bytes(i + 1 for i, s in enumerate(strands) if s != strand)
+    marks = owner.translate(bytes(int(b in other) for b in range(256)))
+    return [m.span() for m in re.finditer(rb"\x01+", marks)]
 
 
 def _fill_between_hits(

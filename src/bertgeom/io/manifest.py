@@ -15,7 +15,7 @@ from typing import Any
 
 from bertgeom import __version__
 from bertgeom.errors import ArtifactError
-from bertgeom.io.files import sha256_file, write_json
+from bertgeom.io.files import read_json, sha256_file, write_json
 
 #: Distributions whose versions are recorded (those not installed are left out).
 TRACKED_PACKAGES = (
@@ -83,13 +83,84 @@ def read_manifest(out_dir: str | os.PathLike) -> dict[str, Any]:
     path = Path(out_dir) / "manifest.json"
     if not path.is_file():
         raise ArtifactError(f"{path}: no such file (run the stage that writes {out_dir} first)")
-    return json.loads(path.read_text(encoding="utf-8"))
+    doc = read_json(path, "manifest")
+    if not isinstance(doc, dict) or not isinstance(doc.get("outputs", []), list):
+        raise ArtifactError(f"{path}: damaged or not a bertgeom manifest (re-run its stage)")
+    return doc
+
+
+_HASHES: dict[tuple[str, int, int, int], str] = {}  # (path, inode, size, mtime) -> sha256
+
+
+def _sha256_cached(path: Path) -> str:
+    st = path.stat()
+    key = (str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns)
+    if key not in _HASHES:
+        _HASHES[key] = sha256_file(path)
+    return _HASHES[key]
+
+
+def recorded_sha256(path: str | os.PathLike) -> str | None:
+    """The sha256 that the ``manifest.json`` beside ``path`` records for it (None when there is
+    no readable manifest, or it does not list the file)."""
+    p = Path(path)
+    manifest = p.parent / "manifest.json"
+    if not manifest.is_file():
+        return None
+    try:
+        doc = json.loads(manifest.read_text(encoding="utf-8"))
+        for item in doc.get("outputs", []):
+            if item.get("path") == p.name:
+                return str(item["sha256"])
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return None
+    return None
+
+
+def verify_artifact(path: str | os.PathLike) -> Path:
+    """Check a file a stage reads against the sha256 its folder's manifest records.
+
+    Used by every reader of stage outputs (spikes table, model files, OOD detector, report
+    tables). Without a manifest, or when the manifest does not list the file, there is nothing
+    to check. Hashes are cached per (file, size, modification time) within a process.
+
+    Raises
+    ------
+    ArtifactError
+        The file differs from what its stage wrote (damaged, truncated, edited or swapped).
+    """
+    p = Path(path)
+    expected = recorded_sha256(p)
+    if expected is None or not p.is_file():
+        return p
+    try:
+        actual = _sha256_cached(p)
+    except OSError as exc:
+        raise ArtifactError(f"{p}: cannot be read ({(exc.strerror or str(exc)).lower()})") from None
+    if actual != expected:
+        stage = recorded_stage(p.parent)
+        raise ArtifactError(
+            f"{p}: changed since {stage} wrote it (sha256 {actual[:12]}, manifest "
+            f"{expected[:12]}: damaged, edited or replaced; re-run {stage})"
+        )
+    return p
+
+
+def recorded_stage(folder: str | os.PathLike) -> str:
+    """``bertgeom <stage>`` as named by ``folder/manifest.json`` (``its stage`` if unknown)."""
+    try:
+        doc = json.loads((Path(folder) / "manifest.json").read_text(encoding="utf-8"))
+        return f"`bertgeom {doc['stage']}`"
+    except (OSError, ValueError, TypeError, KeyError):
+        return "its stage"
 
 
 def refresh_outputs(out_dir: str | os.PathLike, added: Iterable[str] = ()) -> None:
     """Re-hash the outputs a manifest lists (plus ``added`` ones) after a later step of the
-    same stage changed them (e.g. calibration after training)."""
+    same stage changed them (e.g. calibration after training); nothing without a manifest."""
     out = Path(out_dir)
+    if not (out / "manifest.json").is_file():
+        return
     manifest = read_manifest(out)
     names = [o["path"] for o in manifest.get("outputs", [])]
     names += [n for n in added if n not in names]

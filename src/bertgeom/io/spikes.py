@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from bertgeom.errors import ArtifactError
+from bertgeom.io.files import reading
+from bertgeom.io.manifest import verify_artifact
 
 SPIKES_FILE = "spikes.parquet"
 
@@ -99,22 +101,36 @@ def iter_spike_batches(
     """Stream a spikes table as lists of row dicts (memory flat in the number of rows)."""
     import pyarrow.parquet as pq
 
+    p = _checked(path)
+    with reading(p, _WHAT):
+        pf = pq.ParquetFile(str(p))
+        missing = [c for c in (columns or ()) if c not in pf.schema_arrow.names]
+        if missing:
+            raise ArtifactError(f"{p}: missing columns {missing}; was it written by prepare?")
+        batches = pf.iter_batches(batch_size=batch_size, columns=list(columns) if columns else None)
+        for batch in batches:
+            yield batch.to_pylist()
+
+
+_WHAT = "Parquet spikes table"
+
+
+def _checked(path: str | os.PathLike) -> Path:
+    """``path`` if it exists and matches the sha256 its manifest records."""
     p = Path(path)
     if not p.is_file():
         raise ArtifactError(f"{p}: no such file (run `bertgeom prepare` first)")
-    pf = pq.ParquetFile(str(p))
-    missing = [c for c in (columns or ()) if c not in pf.schema_arrow.names]
-    if missing:
-        raise ArtifactError(f"{p}: missing columns {missing}; was it written by prepare?")
-    for batch in pf.iter_batches(batch_size=batch_size, columns=list(columns) if columns else None):
-        yield batch.to_pylist()
+    return verify_artifact(p)
 
 
 def read_spikes(path: str | os.PathLike, columns: Sequence[str] | None = None) -> Any:
     """Read a spikes table (or some of its columns) into a pandas DataFrame."""
     import pyarrow.parquet as pq
 
-    p = Path(path)
-    if not p.is_file():
-        raise ArtifactError(f"{p}: no such file (run `bertgeom prepare` first)")
-    return pq.read_table(str(p), columns=list(columns) if columns else None).to_pandas()
+    p = _checked(path)
+    with reading(p, _WHAT):
+        schema_names = pq.read_schema(str(p)).names
+        missing = [c for c in (columns or ()) if c not in schema_names]
+        if missing:
+            raise ArtifactError(f"{p}: missing columns {missing}; was it written by prepare?")
+        return pq.read_table(str(p), columns=list(columns) if columns else None).to_pandas()

@@ -64,8 +64,15 @@ class OodModel:
         return np.sqrt(np.maximum(d2.min(axis=1), 0.0))
 
     def flag(self, emb: np.ndarray, confidence: np.ndarray) -> np.ndarray:
-        """True where a genome is out of distribution."""
-        return (self.distances(emb) > self.threshold) | (confidence < self.min_confidence)
+        """True where a genome is out of distribution (a distance or confidence that is not
+        finite counts as out of distribution: NaN compares False with any threshold)."""
+        dist = self.distances(emb)
+        return (
+            ~np.isfinite(dist)
+            | ~np.isfinite(confidence)
+            | (dist > self.threshold)
+            | (confidence < self.min_confidence)
+        )
 
 
 def fit_ood(
@@ -114,8 +121,39 @@ def save_ood(model: OodModel, path: str) -> None:
 
 
 def load_ood(path: str) -> OodModel:
-    """Read a detector written by :func:`save_ood`."""
-    with np.load(path) as z:
-        return OodModel(
-            z["centroids"], z["precision"], float(z["threshold"]), float(z["min_confidence"])
+    """Read a detector written by :func:`save_ood`, checked against the model's manifest and
+    for consistent, finite arrays.
+
+    Raises
+    ------
+    ArtifactError
+        The file is damaged, edited or not such a detector.
+    """
+    from bertgeom.errors import ArtifactError
+    from bertgeom.io.files import reading
+    from bertgeom.io.manifest import verify_artifact
+
+    what = "bertgeom OOD detector (.npz)"
+    fix = "`bertgeom evaluate --refit` fits it again"
+    with reading(verify_artifact(path), what, fix), np.load(path, allow_pickle=False) as z:
+        model = OodModel(
+            np.asarray(z["centroids"], dtype=np.float64),
+            np.asarray(z["precision"], dtype=np.float64),
+            float(z["threshold"]),
+            float(z["min_confidence"]),
         )
+    c, p = model.centroids, model.precision
+    ok = (
+        c.ndim == 2
+        and p.shape == (c.shape[1], c.shape[1])
+        and np.isfinite(c).all()
+        and np.isfinite(p).all()
+        and not np.isnan(model.threshold)
+        and np.isfinite(model.min_confidence)
+    )
+    if not ok:
+        raise ArtifactError(
+            f"{path}: damaged or not a {what} (arrays of the wrong shape or not finite) "
+            "(`bertgeom evaluate --refit` fits it again)"
+        )
+    return model

@@ -14,7 +14,7 @@ from typing import Any
 
 from bertgeom.config import TrainConfig
 from bertgeom.errors import ArtifactError, ConfigError
-from bertgeom.io.files import atomic_path
+from bertgeom.io.files import atomic_path, reading
 from bertgeom.model import loop
 from bertgeom.tokens.kmers import KmerSpec
 from bertgeom.tokens.vocab import SPECIAL_TOKENS, Vocabulary
@@ -24,6 +24,11 @@ CHECKPOINT = Path("checkpoints") / "last.pt"
 RESUMABLE_CHANGES = frozenset({"epochs", "max_steps", "patience", "threads", "device", "compile"})
 
 
+class StaleCheckpointError(ConfigError):
+    """A checkpoint that this run may not resume: other config or other data (``bertgeom run``
+    discards it and trains again)."""
+
+
 def save_checkpoint(
     path: Path,
     parts: dict[str, Any],
@@ -31,9 +36,11 @@ def save_checkpoint(
     config: TrainConfig,
     vocab: Vocabulary,
     labels: tuple[str, ...],
+    data_sha256: str,
 ) -> None:
     """Write a checkpoint; ``parts`` maps ``model``/``optimizer``/``scheduler`` to objects with a
-    ``state_dict()``. The current RNG states are taken here."""
+    ``state_dict()``; ``data_sha256`` is the prepared data's fingerprint. The current RNG states
+    are taken here."""
     import torch
 
     ckpt = {name: obj.state_dict() for name, obj in parts.items()}
@@ -48,26 +55,42 @@ def save_checkpoint(
             "min_count": vocab.min_count,
         },
         "labels": list(labels),
+        "data_sha256": data_sha256,
     }
     with atomic_path(path) as tmp:
         torch.save(ckpt, tmp)
 
 
-def load_checkpoint(path: Path, config: TrainConfig) -> dict[str, Any]:
-    """Read a checkpoint and check that ``config`` may resume it.
+def load_checkpoint(
+    path: Path, config: TrainConfig, data_sha256: str, mmap: bool = False
+) -> dict[str, Any]:
+    """Read a checkpoint and check that ``config`` may resume it on data ``data_sha256``
+    (``mmap``: map the tensors instead of reading them, for a check before the real load).
 
     Raises
     ------
     ArtifactError
-        No checkpoint at ``path``.
-    ConfigError
-        ``config`` differs from the checkpoint's in an option outside ``RESUMABLE_CHANGES``.
+        No checkpoint at ``path``, or a damaged one.
+    StaleCheckpointError
+        The checkpoint was written for other prepared data (or records none), or ``config``
+        differs from its config in an option outside ``RESUMABLE_CHANGES``.
     """
     import torch
 
     if not path.is_file():
         raise ArtifactError(f"{path}: no checkpoint to resume from (train without resume)")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    with reading(path, "training checkpoint", "delete it and train without --resume"):
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        if not isinstance(ckpt, dict) or "config" not in ckpt or "progress" not in ckpt:
+            raise ValueError("not a bertgeom training checkpoint")
+    saved_data = ckpt.get("data_sha256")
+    if saved_data != data_sha256:
+        was = f"sha256 {saved_data[:12]}" if saved_data else "data it does not record"
+        raise StaleCheckpointError(
+            f"{path}: cannot resume: it was trained on {was}, and the prepared data now has "
+            f"sha256 {data_sha256[:12]} (train without --resume into a new --out, or remove "
+            f"{path.parent})"
+        )
     now = dataclasses.asdict(config)
     # an option added after the checkpoint was written counts at its default
     defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
@@ -75,7 +98,7 @@ def load_checkpoint(path: Path, config: TrainConfig) -> dict[str, Any]:
     changed = sorted(k for k in now if k not in RESUMABLE_CHANGES and saved.get(k) != now[k])
     if changed:
         detail = ", ".join(f"{k} {saved.get(k)!r} -> {now[k]!r}" for k in changed)
-        raise ConfigError(f"{path}: cannot resume with a different config ({detail})")
+        raise StaleCheckpointError(f"{path}: cannot resume with a different config ({detail})")
     return ckpt
 
 

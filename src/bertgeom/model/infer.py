@@ -54,6 +54,20 @@ def resolve_device(device: str = "auto") -> str:
     return device
 
 
+def require_finite(logits: np.ndarray, model_dir: Any) -> None:
+    """A :class:`~bertgeom.errors.ArtifactError` when a model gives logits that are not finite
+    (NaN or infinite weights): its calls would be meaningless, so nothing is computed from
+    them."""
+    from bertgeom.errors import ArtifactError
+
+    bad = ~np.isfinite(logits).all(axis=1) if logits.size else np.zeros(0, bool)
+    if bad.any():
+        raise ArtifactError(
+            f"{model_dir}: the model gives non-finite logits (NaN or inf) for {int(bad.sum())} "
+            f"of {len(logits)} genomes: its weights are damaged or training diverged (retrain)"
+        )
+
+
 def check_batch_size(batch_size: int) -> int:
     """``batch_size`` if it is >= 1, else a :class:`ConfigError`."""
     from bertgeom.errors import ConfigError

@@ -143,6 +143,20 @@ def optimizer_step(model: Any, opt: Any, sched: Any, loss: Any, grad_clip: float
     sched.step()
 
 
+def check_loss(value: float, step: int, lr: float, what: str = "training loss") -> None:
+    """Stop training with a :class:`~bertgeom.errors.TrainingError` when ``value`` is not finite
+    (NaN or infinite weights would otherwise be saved and classify everything as one class)."""
+    import math
+
+    from bertgeom.errors import TrainingError
+
+    if not math.isfinite(value):
+        raise TrainingError(
+            f"training diverged: the {what} is {value} at step {step} (peak lr {lr:g}); "
+            "nothing more was saved (lower --lr, or check the prepared data)"
+        )
+
+
 def progress_bar(total: int, initial: int, desc: str, progress: bool) -> Any:
     """Progress over optimiser steps on stderr (:func:`bertgeom.progress.progress`: a bar on a
     terminal, plain lines in a log; nothing when ``progress`` is false)."""

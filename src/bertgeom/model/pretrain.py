@@ -15,7 +15,6 @@ classifier directory (no ``bertgeom_model.json``). No resume: pre-training runs 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import time
@@ -31,7 +30,7 @@ from bertgeom.io.manifest import describe_inputs, write_manifest
 from bertgeom.model import data, loop
 from bertgeom.model.store import WEIGHTS
 from bertgeom.resources import CLASSES
-from bertgeom.tokens.vocab import Vocabulary, build_vocabulary
+from bertgeom.tokens.vocab import TOKENIZER_FILES, Vocabulary, build_vocabulary
 
 PRETRAIN_META = "bertgeom_pretrain.json"
 HISTORY = "history.tsv"
@@ -45,7 +44,13 @@ def read_pretrain_meta(directory: str | os.PathLike) -> dict[str, Any]:
     path = Path(directory) / PRETRAIN_META
     if not path.is_file():
         raise ArtifactError(f"{path}: no such file (not a `bertgeom pretrain` output directory)")
-    return json.loads(path.read_text(encoding="utf-8"))
+    from bertgeom.io.files import read_json
+    from bertgeom.io.manifest import verify_artifact
+
+    meta = read_json(verify_artifact(path), "bertgeom pre-training metadata file")
+    if not isinstance(meta, dict) or "preset" not in meta:
+        raise ArtifactError(f"{path}: damaged or not a bertgeom pre-training metadata file")
+    return meta
 
 
 def mlm_loss(model: Any, batch: dict[str, Any], targets: Any) -> tuple[Any, int, int]:
@@ -109,6 +114,7 @@ def _epoch(
             loss, ok, n = mlm_loss(model, batch, tgt)
         loop.optimizer_step(model, opt, sched, loss, config.grad_clip)
         losses.append(float(loss.detach()))
+        loop.check_loss(losses[-1], step + 1, config.lr, "masked k-mer loss")
         correct, masked, seen, step = correct + ok, masked + n, seen + len(ids), step + 1
         bar.update()
         bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}", acc=f"{correct / max(masked, 1):.3f}")
@@ -163,7 +169,7 @@ def pretrain(
             history.append(_epoch(forward, opt, sched, x, epoch, int(step), config, rt, bar))
             _save(model, vocab, config, history, len(x), out)
     inputs = describe_inputs([data.spikes_path(prepared)])
-    outputs = ["config.json", WEIGHTS, "vocab.txt", "tokenizer_config.json", PRETRAIN_META, HISTORY]
+    outputs = ["config.json", WEIGHTS, *TOKENIZER_FILES, PRETRAIN_META, HISTORY]
     write_manifest(out, "pretrain", inputs, config, outputs, summary=history[-1])
     return out
 

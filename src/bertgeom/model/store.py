@@ -12,7 +12,6 @@ thresholds) and, when fitted, ``ood.npz`` (class centroids and the shared precis
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from bertgeom.errors import ArtifactError
-from bertgeom.io.files import write_json
-from bertgeom.tokens.vocab import Vocabulary, load_vocabulary
+from bertgeom.io.files import read_json, reading, write_json
+from bertgeom.io.manifest import verify_artifact
+from bertgeom.tokens.vocab import TOKENIZER_FILES, Vocabulary, load_vocabulary
 
 MODEL_META = "bertgeom_model.json"
 WEIGHTS = "model.safetensors"
@@ -91,7 +91,10 @@ def read_meta(directory: str | os.PathLike) -> dict[str, Any]:
         raise ArtifactError(
             f"{path}: no such file (not a bertgeom model directory; run `bertgeom train` first)"
         )
-    return json.loads(path.read_text(encoding="utf-8"))
+    meta = read_json(verify_artifact(path), "bertgeom model metadata file")
+    if not isinstance(meta, dict):
+        raise ArtifactError(f"{path}: damaged or not a bertgeom model metadata file (retrain)")
+    return meta
 
 
 def update_meta(directory: str | os.PathLike, **fields: Any) -> dict[str, Any]:
@@ -103,6 +106,8 @@ def update_meta(directory: str | os.PathLike, **fields: Any) -> dict[str, Any]:
     return meta
 
 
+#: Files of a model directory checked against its manifest before loading (with the weights).
+MODEL_FILES = ("config.json", *TOKENIZER_FILES, MODEL_META)
 #: Weight files an HF model directory may hold (safetensors first).
 WEIGHT_FILES = (WEIGHTS, "pytorch_model.bin")
 
@@ -132,19 +137,27 @@ def load_model_dir(
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
     d = Path(directory)
-    weights_file(d)
+    weights = weights_file(d)
+    for name in (*MODEL_FILES, weights.name):
+        verify_artifact(d / name)
     meta = read_meta(d) if (d / MODEL_META).is_file() else {"foreign": True}
-    vocab = load_vocabulary(d)
-    try:
+    with reading(d, "bertgeom tokenizer (vocab.txt, bertgeom_tokens.json)"):
+        vocab = load_vocabulary(d)
+    with reading(d / "config.json", "HF model config"):
         config = AutoConfig.from_pretrained(str(d))
-    except (OSError, ValueError) as err:
-        raise ArtifactError(f"{d / 'config.json'}: not an HF model config ({err})") from None
-    with _quiet_transformers():
-        model = AutoModelForSequenceClassification.from_pretrained(  # float32 even when the
-            str(d),  # weights are stored as float16 (a shipped model): CPU kernels want float32
+    with _quiet_transformers(), reading(weights, "model weights file (safetensors)"):
+        model, info = AutoModelForSequenceClassification.from_pretrained(  # float32 even when
+            str(d),  # the weights are stored as float16 (a shipped model): CPU kernels want it
             config=config,
             attn_implementation=attn_implementation,
             dtype=torch.float32,
+            output_loading_info=True,
+        )
+    absent = [*info.get("missing_keys", ()), *info.get("mismatched_keys", ())]
+    if absent:  # transformers would initialise them at random: calls without meaning
+        raise ArtifactError(
+            f"{weights}: {len(absent)} weights missing or of the wrong shape (e.g. "
+            f"{sorted(map(str, absent))[0]}); damaged or not this model's weights (retrain)"
         )
     from bertgeom.geometry.capture import encoder_layers
 
@@ -158,5 +171,6 @@ def load_model_dir(
             f"({len(vocab.tokens)})"
         )
     model.to(device).eval()
-    labels = tuple(str(model.config.id2label[i]) for i in range(model.config.num_labels))
+    with reading(d / "config.json", "HF model config (id2label)"):
+        labels = tuple(str(model.config.id2label[i]) for i in range(model.config.num_labels))
     return ModelBundle(model=model, vocab=vocab, labels=labels, meta=meta, path=d)

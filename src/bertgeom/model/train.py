@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 
 from bertgeom.config import TrainConfig
-from bertgeom.errors import ArtifactError, ConfigError
-from bertgeom.io.files import write_tsv
+from bertgeom.errors import ArtifactError, ConfigError, TrainingError
+from bertgeom.io.files import reading, sha256_file, write_tsv
 from bertgeom.io.manifest import describe_inputs, write_manifest
 from bertgeom.model import checkpoint as ckpt_io
 from bertgeom.model import data, fastpath, loop
@@ -38,7 +38,12 @@ from bertgeom.model.metrics import macro_f1
 from bertgeom.model.pretrain import pretrain, read_pretrain_meta
 from bertgeom.model.store import MODEL_META, WEIGHTS, save_model_dir
 from bertgeom.resources import CLASSES
-from bertgeom.tokens.vocab import Vocabulary, build_vocabulary, load_vocabulary
+from bertgeom.tokens.vocab import (
+    TOKENIZER_FILES,
+    Vocabulary,
+    build_vocabulary,
+    load_vocabulary,
+)
 
 __all__ = [
     "CHECKPOINT", "HISTORY", "HISTORY_COLUMNS", "RESUMABLE_CHANGES", "TrainResult", "evaluate",
@@ -97,6 +102,13 @@ def _load_data(prepared_dir: Path, config: TrainConfig, vocab: Vocabulary | None
     train_df = data.load_split(prepared_dir, "train")
     val_df = data.load_split(prepared_dir, "val")
     labels = data.present_labels([*train_df["label"], *val_df["label"]], CLASSES)
+    in_train = sorted(set(train_df["label"]))
+    if len(in_train) < 2:
+        raise TrainingError(
+            f"{data.spikes_path(prepared_dir)}: the train split holds one class "
+            f"({', '.join(in_train)}); a classifier needs genomes of at least 2 classes "
+            "(prepare more labelled genomes)"
+        )
     seqs = data.sequences_for(train_df, config.token_mode)
     if vocab is None:
         vocab = build_vocabulary([seqs], loop.kmer_spec(config), config.min_count)
@@ -141,14 +153,15 @@ def _build_model(config: TrainConfig, d: _Data, rt: loop.Runtime) -> Any:
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the load report lists the expected MLM-head mismatch
     try:
-        model = BertForSequenceClassification.from_pretrained(
-            config.init_from,
-            num_labels=len(d.labels),
-            id2label=dict(enumerate(d.labels)),
-            label2id={lab: i for i, lab in enumerate(d.labels)},
-            problem_type="single_label_classification",
-            attn_implementation=rt.attn,
-        )
+        with reading(Path(config.init_from) / WEIGHTS, "pre-trained weights (safetensors)"):
+            model = BertForSequenceClassification.from_pretrained(
+                config.init_from,
+                num_labels=len(d.labels),
+                id2label=dict(enumerate(d.labels)),
+                label2id={lab: i for i, lab in enumerate(d.labels)},
+                problem_type="single_label_classification",
+                attn_implementation=rt.attn,
+            )
     finally:
         hf_logging.set_verbosity(verbosity)
     return model.to(rt.device)
@@ -194,6 +207,7 @@ class _Run:
     state: _Progress
     n_batches: int
     forward: Any = None  # ids, mask -> logits (fastpath), or its torch.compile wrapper
+    data_sha256: str = ""  # of the prepared spikes table: the checkpoint's data fingerprint
 
 
 def _train_epoch(run: _Run, bar: Any) -> tuple[float, int, float]:
@@ -223,9 +237,12 @@ def _train_epoch(run: _Run, bar: Any) -> tuple[float, int, float]:
         bar.update()
         if st.step % 10 == 0 or st.batch == run.n_batches:
             recent = float(torch.stack(losses[-20:]).double().mean())
+            loop.check_loss(recent, st.step, cfg.lr)
             rate = seen / (time.perf_counter() - t0)
             bar.set_postfix(loss=f"{recent:.4f}", spikes_s=f"{rate:.1f}")
     mean = float(torch.stack(losses).double().mean()) if losses else math.nan
+    if losses:
+        loop.check_loss(mean, st.step, cfg.lr)
     return mean, seen, time.perf_counter() - t0
 
 
@@ -283,7 +300,8 @@ def _setup(prepared: Path, out: Path, config: TrainConfig, resume: bool) -> _Run
         torch.set_num_threads(config.threads)
     rt = loop.runtime(config)
     loop.seed_everything(config.seed)
-    ckpt = ckpt_io.load_checkpoint(out / CHECKPOINT, config) if resume else None
+    data_sha = sha256_file(data.spikes_path(prepared))
+    ckpt = ckpt_io.load_checkpoint(out / CHECKPOINT, config, data_sha) if resume else None
     vocab = ckpt_io.checkpoint_vocabulary(ckpt) if ckpt else _pretrained_vocab(config)
     d = _load_data(prepared, config, vocab)
     model = _build_model(config, d, rt)
@@ -291,7 +309,7 @@ def _setup(prepared: Path, out: Path, config: TrainConfig, resume: bool) -> _Run
     opt, sched = loop.build_optimizer(model, config, config.epochs * n_batches)
     forward = functools.partial(fastpath.logits, model)  # logits only: see fastpath
     forward = torch.compile(forward) if config.compile else forward
-    run = _Run(model, opt, sched, rt, config, d, _Progress(), n_batches, forward)
+    run = _Run(model, opt, sched, rt, config, d, _Progress(), n_batches, forward, data_sha)
     if ckpt is not None:
         ckpt_io.restore_states(ckpt, _parts(run), d.labels)
         if rt.device.type != "cuda":  # a CUDA checkpoint resumed elsewhere: no fused kernel
@@ -339,12 +357,13 @@ def train(
             row |= evaluate(
                 run.model, run.data.x_val, run.data.y_val, 2 * config.batch_size, run.rt
             )
+            loop.check_loss(row["val_loss"], run.state.step, config.lr, "validation loss")
             row |= {"lr": run.sched.get_last_lr()[0], "spikes_per_s": seen / secs}
             row["seconds"] = time.perf_counter() - t0
             _end_period(run, out, row)
             ckpt_io.save_checkpoint(
                 out / CHECKPOINT, _parts(run), dataclasses.asdict(run.state), config,
-                run.data.vocab, run.data.labels,
+                run.data.vocab, run.data.labels, run.data_sha256,
             )  # fmt: skip
     return _finish(prepared, out, run, time.perf_counter() - t_start)
 
@@ -353,7 +372,7 @@ def _finish(prepared: Path, out: Path, run: _Run, seconds: float) -> TrainResult
     st, d = run.state, run.data
     if not (out / WEIGHTS).is_file():
         raise ArtifactError(f"{out}: training stopped before its first validation; no model saved")
-    outputs = ["config.json", WEIGHTS, "vocab.txt", "tokenizer_config.json", MODEL_META, HISTORY]
+    outputs = ["config.json", WEIGHTS, *TOKENIZER_FILES, MODEL_META, HISTORY]
     summary = {
         "best_epoch": st.best_epoch,
         "best_val_macro_f1": st.best_f1,

@@ -19,10 +19,11 @@ from typing import Any
 import numpy as np
 
 from bertgeom.columns import EVALUATE_PREDICTIONS, cell
-from bertgeom.io.files import read_tsv, save_figure, write_json, write_tsv
-from bertgeom.io.manifest import describe_inputs, write_manifest
+from bertgeom.io.files import read_tsv, reading, save_figure, write_json, write_tsv
+from bertgeom.io.manifest import describe_inputs, verify_artifact, write_manifest
+from bertgeom.io.outputs import check_target, writing
 from bertgeom.model.data import encode_labels, load_split, sequences_for
-from bertgeom.model.infer import infer, resolve_device
+from bertgeom.model.infer import check_batch_size, infer, require_finite, resolve_device
 from bertgeom.model.metrics import Metrics, classification_metrics, softmax
 from bertgeom.model.store import load_model_dir, weights_file
 from bertgeom.pipeline import calibrate
@@ -38,9 +39,11 @@ def run(
     refit: bool = False,
 ) -> Metrics:
     """Evaluate ``model_dir`` on ``split`` of ``prepared_dir``; returns the calibrated metrics."""
+    check_batch_size(batch_size)
+    check_target(out_dir, [model_dir, prepared_dir], stage="evaluate")
+    dev = resolve_device(device)
     if refit:
         calibrate.run(model_dir, prepared_dir, device=device, batch_size=batch_size)
-    dev = resolve_device(device)
     bundle = load_model_dir(model_dir, device=dev)
     df = load_split(prepared_dir, split)
     out = infer(
@@ -49,12 +52,36 @@ def run(
         batch_size,
         dev,
     )
+    require_finite(out.logits, model_dir)
     y = encode_labels(df.label, bundle.labels)
     raw = classification_metrics(y, softmax(out.logits.astype(np.float64)), bundle.labels)
     probs = softmax(out.logits.astype(np.float64), bundle.temperature)
     cal = classification_metrics(y, probs, bundle.labels)
-    d = Path(out_dir)
-    d.mkdir(parents=True, exist_ok=True)
+    with writing(out_dir, inputs=[model_dir, prepared_dir], stage="evaluate") as d:
+        outputs = _write(d, df, y, probs, cal, raw, bundle, Path(model_dir), split)
+        write_manifest(
+            d,
+            "evaluate",
+            describe_inputs([Path(prepared_dir) / "spikes.parquet", weights_file(model_dir)]),
+            {"split": split, "device": dev, "batch_size": batch_size, "refit": refit},
+            outputs,
+            summary=_summary(cal),
+        )
+    return cal
+
+
+def _write(
+    d: Path,
+    df: Any,
+    y: np.ndarray,
+    probs: np.ndarray,
+    cal: Metrics,
+    raw: Metrics,
+    bundle: Any,
+    model_dir: Path,
+    split: str,
+) -> list[str]:
+    """Tables, metrics and figures; returns the names written."""
     _write_tables(d, df, y, probs, cal, bundle.labels)
     write_json(
         d / "metrics.json",
@@ -68,17 +95,8 @@ def run(
             "confusion": {"labels": list(cal.labels), "counts": cal.confusion.tolist()},
         },
     )
-    figures = _write_figures(d, cal, raw, Path(model_dir))
-    outputs = ["metrics.json", "per_class.tsv", "confusion.tsv", "predictions.tsv", *figures]
-    write_manifest(
-        d,
-        "evaluate",
-        describe_inputs([Path(prepared_dir) / "spikes.parquet", weights_file(model_dir)]),
-        {"split": split, "device": dev, "batch_size": batch_size, "refit": refit},
-        outputs,
-        summary=_summary(cal),
-    )
-    return cal
+    figures = _write_figures(d, cal, raw, model_dir)
+    return ["metrics.json", "per_class.tsv", "confusion.tsv", "predictions.tsv", *figures]
 
 
 def _summary(m: Metrics) -> dict[str, Any]:
@@ -155,8 +173,11 @@ def _write_figures(d: Path, cal: Metrics, raw: Metrics, model_dir: Path) -> list
     }
     history = model_dir / "history.tsv"
     if history.is_file():
-        header, rows = read_tsv(history)
-        figures["history.png"] = history_figure([dict(zip(header, r, strict=True)) for r in rows])
+        with reading(verify_artifact(history), "training history TSV", "retrain"):
+            header, rows = read_tsv(history)
+            figures["history.png"] = history_figure(
+                [dict(zip(header, r, strict=True)) for r in rows]
+            )
     for name, fig in figures.items():
         save_figure(fig, d / name)
         plt.close(fig)

@@ -27,12 +27,13 @@ class Labels:
 def read_labels(path: str | os.PathLike) -> Labels:
     """Read labels from a TSV file.
 
-    Accepted layouts: a header with an id column (``seq_id``, ``id``, ``strain``, ``name``) and
-    a class column (``class``, ``label``, ``variant``, ``lineage``, ...), as in
-    ``shared/data/labels.tsv``; or two columns ``id<TAB>class`` without a header. A class may be
-    written as a class name, a Pango lineage, a Nextstrain clade or a WHO name.
+    The file may be gzip-compressed and must be UTF-8 text. Accepted layouts: a header with an
+    id column (``seq_id``, ``id``, ``strain``, ``name``) and a class column (``class``,
+    ``label``, ``variant``, ``lineage``, ...), as in ``shared/data/labels.tsv``; or two columns
+    ``id<TAB>class`` without a header. A class may be written as a class name, a Pango
+    lineage, a Nextstrain clade or a WHO name.
     """
-    header, rows = read_tsv(path)
+    header, rows = read_tsv(path, "labels TSV")
     lower = [h.strip().lower() for h in header]
     id_col = next((lower.index(c) for c in _ID_COLUMNS if c in lower), None)
     cls_col = next((lower.index(c) for c in _CLASS_COLUMNS if c in lower), None)

@@ -12,6 +12,7 @@ version and weights id and the package version. The columns are
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections import deque
@@ -25,9 +26,10 @@ import numpy as np
 from bertgeom import __version__
 from bertgeom.columns import PREDICT, UNASSIGNED, select
 from bertgeom.config import PrepareConfig
-from bertgeom.errors import InputError
+from bertgeom.errors import ArtifactError, InputError
 from bertgeom.io.fasta import FastaReport, check_fasta, count_records, read_fasta
 from bertgeom.io.files import sha256_file
+from bertgeom.io.outputs import check_output_path, check_outputs, writing
 from bertgeom.io.rows import RowWriter, format_for, open_rows
 from bertgeom.io.stdin import STDIN, spooled_stdin
 from bertgeom.model.calibrate import OodModel, load_ood
@@ -40,6 +42,8 @@ from bertgeom.pipeline.prepare import process_genomes
 
 #: The columns of a predictions table, in order (kept under this name for callers).
 COLUMNS = PREDICT
+#: The note of a genome whose model outputs are not finite (it gets no call).
+NO_CALL = "no call: the model's output is not finite (NaN or inf)"
 
 
 @dataclass(frozen=True)
@@ -106,10 +110,18 @@ def run(
     cfg = prepare_config or PrepareConfig()
     dev = resolve_device(device)
     model_path = find_model(model_dir)
-    with spooled_stdin(paths) as names:
+    check_outputs([model_path, *(p for p in paths if p != STDIN)], [out_path])
+    if str(out_path) != "-":
+        check_output_path(out_path, kind="file")
+    lock = (
+        contextlib.nullcontext()
+        if str(out_path) == "-"
+        else writing(out_path, inputs=[model_path, *(p for p in paths if p != STDIN)], kind="file")
+    )
+    with lock, spooled_stdin(paths) as names:  # one writer of out_path, before the model loads
         check_fasta(names)
         bundle = load_model_dir(model_path, device=dev)
-        ood = _load_ood(model_path)
+        ood = _load_ood(model_path, bundle.model.config.hidden_size)
         name, version = identity(model_path, bundle.meta)
         stamp = {
             "model_name": name,
@@ -127,7 +139,7 @@ def run(
             duplicates,
             headers,
         )
-        counts = {"n": 0, "ok": 0, "bad": 0, "ood": 0, "dup": 0}
+        counts = {"n": 0, "ok": 0, "bad": 0, "ood": 0, "dup": 0, "nonfinite": 0}
         per_class: dict[str, int] = {}
         classifier = _Classifier(bundle, ood, stamp, dev, batch_size, counts, per_class)
         with open_rows(out_path, columns, output_format) as out:
@@ -143,15 +155,28 @@ def run(
                     rows = []
             rows += [_duplicate_row(d, h) for _, d, h in duplicates]
             classifier.flush(rows, out)
+    if counts["nonfinite"]:
+        print(
+            f"predict: warning: {counts['nonfinite']} genomes got no call: the model's outputs "
+            f"for them are not finite (damaged weights in {model_path}, or training diverged)",
+            file=sys.stderr,
+        )
     return PredictSummary(
         counts["n"], counts["ok"], counts["bad"], counts["ood"], per_class, counts["dup"]
     )
 
 
-def _load_ood(model_path: Path) -> OodModel | None:
+def _load_ood(model_path: Path, hidden_size: int) -> OodModel | None:
     ood_path = model_path / OOD_FILE
     if ood_path.is_file():
-        return load_ood(str(ood_path))
+        ood = load_ood(str(ood_path))
+        if ood.centroids.shape[1] != hidden_size:
+            raise ArtifactError(
+                f"{ood_path}: fitted on {ood.centroids.shape[1]}-dimensional embeddings, but the "
+                f"model's are {hidden_size} (not this model's detector; `bertgeom evaluate "
+                "--refit` fits it again)"
+            )
+        return ood
     print(
         f"predict: warning: {ood_path} is missing, so the ood columns stay empty "
         "(`bertgeom evaluate --refit` fits the detector)",
@@ -236,10 +261,16 @@ class _Classifier:
         dist = ood.distances(result.cls) if ood is not None else None
         flags = ood.flag(result.cls, probs.max(axis=1)) if ood is not None else None
         position = {i: k for k, i in enumerate(ok)}
+        finite = np.isfinite(result.logits).all(axis=1) & np.isfinite(probs).all(axis=1)  # (n,)
         for i, row in enumerate(rows):
             values = self._describe(row)
             k = position.get(i)
-            if k is not None:
+            if k is not None and not finite[k]:  # never a call from NaN or infinite outputs
+                values["predicted_class"] = ""
+                values["ood"] = True
+                values["qc_reasons"] = "; ".join(filter(None, [row["qc_reasons"], NO_CALL]))
+                counts["nonfinite"] += 1
+            elif k is not None:
                 top, second = order[k, 0], order[k, 1] if probs.shape[1] > 1 else order[k, 0]
                 label = bundle.labels[top]
                 values |= {

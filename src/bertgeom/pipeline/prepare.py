@@ -25,6 +25,7 @@ from bertgeom.genome.split import assign_splits
 from bertgeom.io.fasta import FastaReport, check_fasta, count_records, read_fasta
 from bertgeom.io.files import atomic_path, write_tsv
 from bertgeom.io.manifest import describe_inputs, write_manifest
+from bertgeom.io.outputs import check_target, writing
 from bertgeom.io.spikes import SPIKES_FILE, SpikesWriter, iter_spike_batches
 from bertgeom.pipeline.labels import Labels, classes_from_filenames, read_labels
 from bertgeom.resources import CLASSES
@@ -61,13 +62,24 @@ def run(
     for p in paths:  # validate before any heavy work
         if not Path(p).exists():
             raise InputError(f"{p}: no such file")
+    check_target(out_dir, [*paths, labels_path], stage="prepare")
     labels = read_labels(labels_path) if labels_path is not None else None
     file_classes = None if labels is not None else classes_from_filenames(paths)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     check_fasta(paths)
-    total = count_records(paths)
+    with writing(out_dir, inputs=[*paths, labels_path], stage="prepare") as out:
+        return _prepare(paths, out, config, labels, file_classes, labels_path, progress)
 
+
+def _prepare(
+    paths: list[str],
+    out: Path,
+    config: PrepareConfig,
+    labels: Labels | None,
+    file_classes: dict[str, str | None] | None,
+    labels_path: str | os.PathLike | None,
+    progress: bool,
+) -> PrepareSummary:
+    total = count_records(paths)
     report = FastaReport()
     records = read_fasta(paths, dedupe=config.dedupe, report=report)  # type: ignore[arg-type]
     keys: list[tuple[str, str | None, str, str]] = []  # (id, label, qc, spike_key)

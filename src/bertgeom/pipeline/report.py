@@ -14,8 +14,9 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-from bertgeom.errors import ArtifactError, InputError
+from bertgeom.errors import ArtifactError, InputError, OutputError
 from bertgeom.io.files import atomic_path, write_text
+from bertgeom.io.outputs import check_output_path, check_outputs, writing
 from bertgeom.report.artefacts import STAGES, load_run
 from bertgeom.report.html import Section, TableFile, page
 from bertgeom.report.sections import build_sections
@@ -37,6 +38,22 @@ def _check(run_dir: Path, out_html: Path) -> None:
         )
     if out_html.is_dir():
         raise InputError(f"{out_html}: is a directory; give the path of the HTML file to write")
+    if out_html.suffix.lower() not in (".html", ".htm"):
+        raise OutputError(f"{out_html}: the report is an HTML file (give a path ending in .html)")
+    if out_html.is_file() and not _is_html(out_html):
+        raise OutputError(
+            f"{out_html}: exists and is not an HTML file (it would be overwritten; remove it "
+            "or choose another path)"
+        )
+
+
+def _is_html(path: Path) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(64).lstrip().lower()
+    except OSError:
+        return False
+    return head.startswith((b"<!doctype html", b"<html")) or not head
 
 
 def _write_tables(folder: Path, files: Sequence[TableFile]) -> list[Path]:
@@ -86,16 +103,24 @@ def run(run_dir: str | os.PathLike, out_html: str | os.PathLike) -> Path:
     """
     root, out = Path(run_dir), Path(out_html)
     _check(root, out)
+    folder = tables_dir(out)
+    inputs = [root / name for name in STAGES if (root / name).is_dir()]
+    check_outputs(inputs, [out, folder])
+    check_output_path(out, kind="file")
+    check_output_path(folder)
+    with writing(out, inputs=inputs, kind="file"):
+        return _report(root, out, folder)
+
+
+def _report(root: Path, out: Path, folder: Path) -> Path:
     artefacts = load_run(root)
     sections = build_sections(artefacts)
-    folder = tables_dir(out)
     html = page(
         "bertgeom report",
         f"Run directory: {root.resolve()}",
         sections,
         folder.name,
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
     _write_tables(folder, _unique(sections))
     write_text(out, html)
     return out

@@ -33,6 +33,7 @@ from bertgeom.config import (
 )
 from bertgeom.errors import ConfigError
 from bertgeom.io.files import sha256_file
+from bertgeom.io.outputs import check_output_path, check_outputs
 
 STAGES = ("simulate", "prepare", "train", "evaluate", "analyze", "report")
 FOLDERS = {
@@ -49,26 +50,32 @@ def up_to_date(out_dir: Path, config: Any) -> bool:
     path = out_dir / "manifest.json"
     if not path.is_file():
         return False
-    manifest = json.loads(path.read_text(encoding="utf-8"))
-    recorded = manifest.get("config") or {}
-    if dataclasses.is_dataclass(config):
-        # configs with nested options save them resolved (every option of every measure)
-        mine = config.resolved() if hasattr(config, "resolved") else dataclasses.asdict(config)
-        if json.loads(json.dumps(mine, default=str)) != recorded:
+    try:  # a damaged manifest: the stage runs again
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+        recorded = manifest.get("config") or {}
+        if dataclasses.is_dataclass(config):
+            # configs with nested options save them resolved (every option of every measure)
+            resolved = getattr(config, "resolved", None)
+            mine = resolved() if resolved is not None else dataclasses.asdict(config)
+            if json.loads(json.dumps(mine, default=str)) != recorded:
+                return False
+        elif any(recorded.get(k) != v for k, v in dict(config).items()):  # options given match
             return False
-    elif any(recorded.get(k) != v for k, v in dict(config).items()):  # options given must match
+        for item in manifest.get("inputs", []) + [
+            {"path": str(out_dir / o["path"]), "sha256": o["sha256"]}
+            for o in manifest.get("outputs", [])
+        ]:
+            p = Path(item["path"])
+            if not p.is_file() or sha256_file(p) != item["sha256"]:
+                return False
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return False
-    for item in manifest.get("inputs", []) + [
-        {"path": str(out_dir / o["path"]), "sha256": o["sha256"]}
-        for o in manifest.get("outputs", [])
-    ]:
-        p = Path(item["path"])
-        if not p.is_file() or sha256_file(p) != item["sha256"]:
-            return False
     return True
 
 
-def _stage_runners(doc: dict[str, Any], run_dir: Path, progress: bool) -> dict[str, Callable]:
+def _stage_runners(
+    doc: dict[str, Any], run_dir: Path, progress: bool, say: Callable[[str], None]
+) -> dict[str, Callable]:
     from bertgeom.pipeline import analyze, evaluate, prepare, simulate, train
 
     d = {k: run_dir / v for k, v in FOLDERS.items()}
@@ -91,18 +98,21 @@ def _stage_runners(doc: dict[str, Any], run_dir: Path, progress: bool) -> dict[s
         labels = Path(run_cfg["labels"]) if run_cfg.get("labels") else None
         if not genomes:
             raise ConfigError("[run]: 'inputs' (genome files) is needed when simulate is not run")
+        check_outputs([*genomes, labels], d.values())  # before any stage runs
 
     def run_train() -> None:
         import shutil
 
+        from bertgeom.model.checkpoint import StaleCheckpointError
         from bertgeom.model.train import CHECKPOINT
 
         ckpt = d["train"] / CHECKPOINT
         if ckpt.is_file():
-            try:  # an interrupted run with this config: continue it exactly
+            try:  # an interrupted run with this config and data: continue it exactly
                 train.run(d["prepare"], d["train"], tr, resume=True, progress=progress)
                 return
-            except ConfigError:  # the config changed since: the old checkpoint is stale
+            except StaleCheckpointError as err:  # config or data changed: train again
+                say(f"train: not resuming ({err}); training from scratch")
                 shutil.rmtree(ckpt.parent)
         train.run(d["prepare"], d["train"], tr, resume=False, progress=progress)
 
@@ -156,8 +166,9 @@ def run(
     if bad:
         raise ConfigError(f"{config_path}: unknown stages {bad} (valid: {', '.join(STAGES)})")
     out_root = Path(run_cfg["dir"])
+    check_output_path(out_root)
     out_root.mkdir(parents=True, exist_ok=True)
-    runners = _stage_runners(doc, out_root, progress)
+    runners = _stage_runners(doc, out_root, progress, say)
     for stage in stages:
         if stage == "report":
             from bertgeom.pipeline import report

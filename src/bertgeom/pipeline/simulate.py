@@ -15,6 +15,7 @@ from bertgeom.config import SimulateConfig
 from bertgeom.io.fasta import write_fasta
 from bertgeom.io.files import write_tsv
 from bertgeom.io.manifest import write_manifest
+from bertgeom.io.outputs import writing
 
 GENOMES_FILE = "genomes.fasta.gz"
 LABELS_FILE = "labels.tsv"
@@ -32,12 +33,15 @@ def run(
     out_dir: str | os.PathLike, config: SimulateConfig, progress: bool = True
 ) -> SimulateSummary:
     """Simulate ``config.per_class`` genomes of every class into ``out_dir``."""
+    with writing(out_dir, stage="simulate") as out:
+        return _simulate(out, config, progress)
+
+
+def _simulate(out: Path, config: SimulateConfig, progress: bool) -> SimulateSummary:
     from bertgeom.genome.simulate import simulate_dataset
     from bertgeom.progress import track
     from bertgeom.resources import CLASSES
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     genomes = list(
         track(
             simulate_dataset(config.per_class, seed=config.seed),

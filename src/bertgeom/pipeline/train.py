@@ -12,15 +12,16 @@ from typing import Any
 
 from bertgeom.config import TrainConfig
 from bertgeom.errors import ArtifactError, InputError
+from bertgeom.io.outputs import check_target, writing
 
 
-def _check_paths(prepared_dir: str | os.PathLike, out_dir: str | os.PathLike) -> None:
+def _check_paths(
+    prepared_dir: str | os.PathLike, out_dir: str | os.PathLike, config: TrainConfig, stage: str
+) -> None:
     from bertgeom.model.data import spikes_path
 
     spikes_path(prepared_dir)
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise InputError(f"{out}: exists and is not a directory")
+    check_target(out_dir, [prepared_dir, config.init_from or None], stage=stage)
 
 
 def _check_init_from(config: TrainConfig) -> None:
@@ -33,6 +34,11 @@ def _check_init_from(config: TrainConfig) -> None:
     if not d.is_dir():
         raise InputError(f"{d}: no such directory (init_from: a `bertgeom pretrain` output)")
     read_pretrain_meta(d)
+    from bertgeom.io.files import reading
+    from bertgeom.tokens.vocab import load_vocabulary
+
+    with reading(d, "bertgeom tokenizer (vocab.txt, bertgeom_tokens.json)"):
+        load_vocabulary(d)
     if not (d / WEIGHTS).is_file():
         raise ArtifactError(f"{d / WEIGHTS}: no such file (pre-training did not finish?)")
 
@@ -50,23 +56,30 @@ def run(
     -------
     bertgeom.model.train.TrainResult
     """
-    _check_paths(prepared_dir, out_dir)
+    _check_paths(prepared_dir, out_dir, config, "train")
     _check_init_from(config)
-    if resume:
-        from bertgeom.model.train import CHECKPOINT
+    from bertgeom.model.train import CHECKPOINT
 
-        if not (Path(out_dir) / CHECKPOINT).is_file():
-            raise ArtifactError(f"{Path(out_dir) / CHECKPOINT}: no checkpoint to resume from")
+    ckpt = Path(out_dir) / CHECKPOINT
+    if resume and not ckpt.is_file():
+        raise ArtifactError(f"{ckpt}: no checkpoint to resume from")
+    if resume:  # other config or other data: refused before the folder is touched
+        from bertgeom.io.files import sha256_file
+        from bertgeom.model.checkpoint import load_checkpoint
+        from bertgeom.model.data import spikes_path
+
+        load_checkpoint(ckpt, config, sha256_file(spikes_path(prepared_dir)), mmap=True)
+    if not resume and ckpt.exists():
+        raise ArtifactError(f"{ckpt} exists: resume it, or choose a new output dir")
     from bertgeom.model.train import train
     from bertgeom.pipeline import calibrate
 
-    result = train(prepared_dir, out_dir, config, resume=resume, progress=progress)
-    # temperature (validation split) and OOD detector (training split), stored with the model
-    calibrate.run(out_dir, prepared_dir, device=config.device)
-    from bertgeom.io.manifest import refresh_outputs
-    from bertgeom.model.store import MODEL_META
-
-    refresh_outputs(out_dir, added=[MODEL_META, calibrate.OOD_FILE])
+    inputs = [prepared_dir, config.init_from or None]
+    with writing(out_dir, inputs=inputs, fresh=not resume, stage="train"):
+        result = train(prepared_dir, out_dir, config, resume=resume, progress=progress)
+        # temperature (validation split) and OOD detector (training split), stored with the
+        # model; calibrate re-hashes the model's manifest
+        calibrate.run(out_dir, prepared_dir, device=config.device)
     return result
 
 
@@ -77,7 +90,8 @@ def run_pretrain(
     progress: bool = True,
 ) -> Path:
     """Pre-train an encoder: :func:`bertgeom.model.pretrain.pretrain` after checking paths."""
-    _check_paths(prepared_dir, out_dir)
+    _check_paths(prepared_dir, out_dir, config, "pretrain")
     from bertgeom.model.pretrain import pretrain
 
-    return pretrain(prepared_dir, out_dir, config, progress=progress)
+    with writing(out_dir, inputs=[prepared_dir], stage="pretrain"):
+        return pretrain(prepared_dir, out_dir, config, progress=progress)

@@ -27,6 +27,9 @@ from typing import Any
 
 import pandas as pd
 
+from bertgeom.errors import ArtifactError
+from bertgeom.io.manifest import verify_artifact
+
 #: Stage folder -> the command that writes it.
 STAGES: dict[str, str] = {
     "data": "bertgeom simulate",
@@ -185,23 +188,37 @@ def read_parquet_frame(path: Path, columns: tuple[str, ...] | None = None) -> pd
 
 
 def _try(stage: StageArtefacts, path: Path, reader: Any) -> Any:
-    if not path.is_file():
+    """``reader(path)``, or None (with a problem noted) when the file is missing, is not one
+    its stage's manifest lists (a leftover of an earlier run), differs from the sha256 the
+    manifest records, or cannot be parsed."""
+    if not path.is_file() or not _current(stage, path):
         return None
     try:
-        return reader(path)
-    except (OSError, ValueError) as err:
-        stage.problems.append(f"{path.name}: {err}")
+        return reader(verify_artifact(path))
+    except (OSError, ValueError, ArtifactError) as err:
+        stage.problems.append(f"{path.name}: {' '.join(str(err).split())}")
         return None
+
+
+def _current(stage: StageArtefacts, path: Path) -> bool:
+    """Whether ``path`` belongs to the stage's last run: listed by its manifest (every file
+    counts when there is no manifest, or one that lists no outputs, to ask)."""
+    if path.name == "manifest.json" or stage.manifest is None:
+        return True
+    outputs = stage.manifest.get("outputs")
+    listed = {str(o.get("path")) for o in outputs or [] if isinstance(o, dict)}
+    return not listed or str(path.relative_to(stage.path)) in listed
 
 
 def _load_common(stage: StageArtefacts) -> None:
-    stage.manifest = _try(stage, stage.path / "manifest.json", read_json)
+    manifest = _try(stage, stage.path / "manifest.json", read_json)
+    stage.manifest = manifest if isinstance(manifest, dict) else None
 
 
 def _load_tables(stage: StageArtefacts, names: tuple[str, ...]) -> None:
     for name in names:
         tsv, parquet = stage.path / f"{name}.tsv", stage.path / f"{name}.parquet"
-        if tsv.is_file():
+        if tsv.is_file() and _current(stage, tsv):
             stage.table_files[name] = tsv
         frame = _try(stage, parquet, read_parquet_frame)
         if frame is None:
@@ -212,8 +229,9 @@ def _load_tables(stage: StageArtefacts, names: tuple[str, ...]) -> None:
 
 def _load_data(stage: StageArtefacts) -> None:
     for name in ("labels", "truth"):  # copied beside the report, not read
-        if (stage.path / f"{name}.tsv").is_file():
-            stage.table_files[name] = stage.path / f"{name}.tsv"
+        tsv = stage.path / f"{name}.tsv"
+        if tsv.is_file() and _current(stage, tsv):
+            stage.table_files[name] = tsv
 
 
 def _load_prepared(stage: StageArtefacts) -> None:
@@ -239,8 +257,9 @@ def _load_evaluate(stage: StageArtefacts) -> None:
         stage.documents["metrics"] = value
     _load_tables(stage, ("per_class", "confusion", "predictions"))
     for name in EVALUATE_FIGURES:
-        if (stage.path / f"{name}.png").is_file():
-            stage.figures[name] = stage.path / f"{name}.png"
+        png = stage.path / f"{name}.png"
+        if png.is_file() and _current(stage, png):
+            stage.figures[name] = png
 
 
 def analyze_tables(measures: list[str] | None) -> tuple[str, ...]:
@@ -273,7 +292,7 @@ def _load_analyze(stage: StageArtefacts) -> None:
     _load_tables(stage, analyze_tables(measures if isinstance(measures, list) else None))
     figures = stage.path / "figures"
     if figures.is_dir():
-        stage.figures = {p.stem: p for p in sorted(figures.glob("*.png"))}
+        stage.figures = {p.stem: p for p in sorted(figures.glob("*.png")) if _current(stage, p)}
 
 
 _LOADERS = {

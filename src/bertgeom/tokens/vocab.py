@@ -35,6 +35,14 @@ SPIKE_COLUMNS = 3822
 TOKENS_FILE = "bertgeom_tokens.json"
 HF_TOKENIZER_CLASS = "BertgeomKmerTokenizer"
 HF_SHIM = "tokenization_bertgeom.py"
+#: Every file :meth:`Vocabulary.save` writes (listed in the manifests of model folders).
+TOKENIZER_FILES = (
+    "vocab.txt",
+    TOKENS_FILE,
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    HF_SHIM,
+)
 
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing multiplier (2^64 / golden ratio)
