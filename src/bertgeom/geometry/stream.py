@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from bertgeom.errors import ArtifactError
 from bertgeom.geometry.capture import Capture, LayerTensors, encoder_layers
 from bertgeom.geometry.masking import content_mask
 from bertgeom.geometry.measures.base import STREAM_READS, BatchInfo, Measure, RunInfo
@@ -175,6 +176,12 @@ class Stream:
         if self.mapping is None:
             b.buckets = labels
         else:
+            if not bool(torch.isfinite(out.logits).all()):  # no statistic from a NaN model
+                raise ArtifactError(
+                    f"the model gives non-finite logits (NaN or inf) for genomes "
+                    f"{self.n_done}-{self.n_done + b.size - 1}: its weights are damaged or "
+                    "training diverged (retrain)"
+                )
             pred = out.logits.argmax(-1)
             right = self.mapping.to(pred.device)[pred] == labels
             b.buckets = torch.where(right, labels, labels + self.info.n_classes)

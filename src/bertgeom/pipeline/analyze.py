@@ -247,15 +247,19 @@ def run(
     config: AnalyzeConfig,
     progress: bool = True,
 ) -> AnalyzeSummary:
-    """Analyse ``model_dir`` on ``config.split`` of ``prepared_dir`` into ``out_dir``."""
+    """Analyse ``model_dir`` on ``config.split`` of ``prepared_dir`` into ``out_dir`` (the
+    folder is refused when it is or holds an input; one run writes it at a time; the outputs
+    of an earlier analysis there are removed first, so no stale table survives)."""
+    from bertgeom.io.outputs import check_target, writing
+
+    check_target(out_dir, [model_dir, prepared_dir], stage="analyze")
     fixed_mmap_threshold()  # resident memory flat over batches (see bertgeom.heap)
     p = plan(model_dir, prepared_dir, config)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    stream = new_stream(p)
-    state = stream_genomes(p, stream, 0, p.n, progress, checkpoint=out)
-    summary = write_outputs(p, stream, _joined(state.preds), state.seconds, out)
-    resume.remove(out)
+    with writing(out_dir, inputs=[model_dir, prepared_dir], stage="analyze") as out:
+        stream = new_stream(p)
+        state = stream_genomes(p, stream, 0, p.n, progress, checkpoint=out)
+        summary = write_outputs(p, stream, _joined(state.preds), state.seconds, out)
+        resume.remove(out)
     return summary
 
 
@@ -271,6 +275,9 @@ def run_shard(
     ``state_out`` (a ``torch.save`` file); returns the shard's genome range."""
     import torch
 
+    from bertgeom.io.outputs import check_target
+
+    check_target(state_out, [model_dir, prepared_dir], kind="file")
     fixed_mmap_threshold()
     p = plan(model_dir, prepared_dir, config)
     lo, hi = shard_range(p.n, p.config.batch_size, *shard)
@@ -301,6 +308,10 @@ def merge(
     the same model, data and options) and write the outputs as one run would."""
     import torch
 
+    from bertgeom.io.outputs import check_target, writing
+
+    inputs = [model_dir, prepared_dir, *state_files]
+    check_target(out_dir, inputs, stage="analyze")
     p = plan(model_dir, prepared_dir, config)
     fp = p.fingerprint()
     parts = []
@@ -336,9 +347,8 @@ def merge(
         total.merge(one)
         preds.append(s["preds"].numpy())
         seconds += float(s["seconds"])
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    return write_outputs(p, total, _joined(preds), seconds, out, shards=len(parts))
+    with writing(out_dir, inputs=inputs, stage="analyze") as out:
+        return write_outputs(p, total, _joined(preds), seconds, out, shards=len(parts))
 
 
 def _joined(preds: list[np.ndarray]) -> np.ndarray:
