@@ -2,8 +2,12 @@
 
 Outputs in ``out_dir``: ``metrics.json`` (accuracy, macro/micro F1, per-class precision, recall,
 specificity, F1 and one-vs-rest ROC-AUC, expected calibration error and NLL before and after
-temperature scaling), ``per_class.tsv``, ``confusion.tsv``, ``predictions.tsv`` (every test
-genome: true and predicted class, probability), figures ``confusion.png``, ``reliability.png``
+temperature scaling; calls right, flagged and wrong without a flag, in distribution and on
+held-out lineages), ``per_class.tsv``, ``confusion.tsv``, ``predictions.tsv`` (every test
+genome: true and predicted class, probability, support, conflict, note), ``lineages.tsv`` (per
+lineage: right, flagged, wrong without a flag), ``open_set.tsv`` (per open-set method: AUROC
+of held-out-lineage against in-distribution genomes, flag rates; with a fitted detector),
+figures ``confusion.png``, ``reliability.png``
 and, when the model directory has a ``history.tsv``, ``history.png``; and ``manifest.json``.
 The temperature comes from the model directory (fitted on the validation split by ``train``);
 ``refit=True`` fits it again first.
@@ -25,6 +29,12 @@ from bertgeom.model.infer import infer, resolve_device
 from bertgeom.model.metrics import Metrics, classification_metrics, softmax
 from bertgeom.model.store import load_model_dir, weights_file
 from bertgeom.pipeline import calibrate
+from bertgeom.pipeline.evaluate_heldout import (
+    LINEAGE_COLUMNS,
+    OPEN_SET_COLUMNS,
+    HeldOut,
+    held_out_tables,
+)
 
 
 def run(
@@ -41,7 +51,7 @@ def run(
         calibrate.run(model_dir, prepared_dir, device=device, batch_size=batch_size)
     dev = resolve_device(device)
     bundle = load_model_dir(model_dir, device=dev)
-    df = load_split(prepared_dir, split)
+    df = load_split(prepared_dir, split, _columns(prepared_dir))
     out = infer(
         bundle.model,
         bundle.vocab.encode(sequences_for(df, bundle.vocab.spec.mode)),
@@ -54,11 +64,16 @@ def run(
     cal = classification_metrics(y, probs, bundle.labels)
     d = Path(out_dir)
     d.mkdir(parents=True, exist_ok=True)
-    _write_tables(d, df, y, probs, cal, bundle.labels)
+    held = held_out_tables(Path(model_dir), df, bundle, out, probs, y)
+    _write_tables(d, df, y, probs, cal, bundle.labels, held)
+    write_tsv(d / "lineages.tsv", LINEAGE_COLUMNS, held.lineage_rows)
+    if held.open_set_rows:
+        write_tsv(d / "open_set.tsv", OPEN_SET_COLUMNS, held.open_set_rows)
     write_json(
         d / "metrics.json",
         {
             "split": split,
+            "calls": held.summary,
             "n": cal.n,
             "temperature": bundle.temperature,
             "calibrated": _summary(cal),
@@ -68,7 +83,9 @@ def run(
         },
     )
     figures = _write_figures(d, cal, raw, Path(model_dir))
-    outputs = ["metrics.json", "per_class.tsv", "confusion.tsv", "predictions.tsv", *figures]
+    outputs = ["metrics.json", "per_class.tsv", "confusion.tsv", "predictions.tsv", "lineages.tsv"]
+    outputs += ["open_set.tsv"] if held.open_set_rows else []
+    outputs += figures
     write_manifest(
         d,
         "evaluate",
@@ -90,8 +107,31 @@ def _summary(m: Metrics) -> dict[str, Any]:
     }
 
 
+PREDICTION_COLUMNS = (
+    "seq_id", "class", "lineage", "held_out", "predicted_class", "probability", "correct",
+    "support", "conflict", "note", "mutations",
+)  # fmt: skip
+
+
+def _columns(prepared_dir: str | os.PathLike) -> tuple[str, ...]:
+    """The training columns, plus ``lineage`` and ``held_out`` when the table has them (tables
+    written before they existed do not)."""
+    import pyarrow.parquet as pq
+
+    from bertgeom.model.data import TRAIN_COLUMNS, spikes_path
+
+    names = pq.ParquetFile(str(spikes_path(prepared_dir))).schema_arrow.names
+    return TRAIN_COLUMNS + tuple(c for c in ("lineage", "held_out") if c in names)
+
+
 def _write_tables(
-    d: Path, df: Any, y: np.ndarray, probs: np.ndarray, m: Metrics, labels: tuple[str, ...]
+    d: Path,
+    df: Any,
+    y: np.ndarray,
+    probs: np.ndarray,
+    m: Metrics,
+    labels: tuple[str, ...],
+    held: HeldOut,
 ) -> None:
     write_tsv(
         d / "per_class.tsv",
@@ -117,14 +157,19 @@ def _write_tables(
     pred = probs.argmax(axis=1)
     write_tsv(
         d / "predictions.tsv",
-        ["seq_id", "class", "predicted_class", "probability", "correct", "mutations"],
+        PREDICTION_COLUMNS,
         (
             [
                 r.id,
                 r.label,
+                held.lineages[i] or "",
+                str(bool(held.held_out[i])).lower(),
                 labels[pred[i]],
                 f"{probs[i, pred[i]]:.4f}",
                 int(pred[i] == y[i]),
+                "" if held.checks.support[i] < 0 else held.checks.support[i],
+                "" if held.checks.conflict[i] < 0 else held.checks.conflict[i],
+                held.checks.notes[i],
                 r.mutations,
             ]
             for i, r in enumerate(df.itertuples())

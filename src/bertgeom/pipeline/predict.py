@@ -26,9 +26,10 @@ from bertgeom.config import PrepareConfig
 from bertgeom.errors import InputError
 from bertgeom.io.fasta import FastaReport, check_fasta, count_records, read_fasta
 from bertgeom.io.files import atomic_path, sha256_file
-from bertgeom.model.calibrate import OodModel, load_ood
+from bertgeom.model.assess import assess_calls
 from bertgeom.model.infer import check_batch_size, infer, resolve_device
 from bertgeom.model.metrics import softmax
+from bertgeom.model.openset import Detector, load_detectors
 from bertgeom.model.store import ModelBundle, load_model_dir, weights_file
 from bertgeom.pipeline.calibrate import OOD_FILE
 from bertgeom.pipeline.prepare import process_genomes
@@ -42,6 +43,9 @@ COLUMNS = (
     "margin",
     "ood",
     "ood_distance",
+    "support",
+    "conflict",
+    "note",
     "qc_status",
     "qc_notes",
     "spike_mutations",
@@ -96,7 +100,7 @@ def run(
     check_fasta(paths)
     bundle = load_model_dir(model_dir, device=dev)
     ood_path = Path(model_dir) / OOD_FILE
-    ood = load_ood(str(ood_path)) if ood_path.is_file() else None
+    ood = _default_detector(str(ood_path)) if ood_path.is_file() else None
     if ood is None:
         print(
             f"predict: warning: {ood_path} is missing, so the ood columns stay empty "
@@ -130,6 +134,11 @@ def run(
     return PredictSummary(
         counts["n"], counts["ok"], counts["bad"], counts["ood"], per_class, counts["dup"]
     )
+
+
+def _default_detector(path: str) -> Detector:
+    detectors, default = load_detectors(path)
+    return detectors[default]
 
 
 def _note_duplicates(
@@ -193,7 +202,7 @@ class _Writer:
     """Classifies chunks of processed rows and writes their TSV lines."""
 
     bundle: ModelBundle
-    ood: OodModel | None
+    ood: Detector | None
     model_id: str
     device: str
     batch_size: int
@@ -212,16 +221,25 @@ class _Writer:
         )
         probs = softmax(out.logits.astype(np.float64), bundle.temperature)
         order = np.argsort(-probs, axis=1)
-        dist = ood.distances(out.cls) if ood is not None else None
-        flags = ood.flag(out.cls, probs.max(axis=1)) if ood is not None else None
+        checks = assess_calls(
+            bundle.labels,
+            probs,
+            out.logits,
+            out.cls,
+            [rows[i]["spike"] for i in ok],
+            [rows[i]["mutations"] for i in ok],
+            ood,
+            bundle.temperature,
+        )
+        dist, flags = checks.ood_score, checks.ood
         result = {i: k for k, i in enumerate(ok)}
         for i, row in enumerate(rows):
             k = result.get(i)
-            cells = [row["id"], "", "", "", "", "", "", ""]
+            cells = [row["id"], "", "", "", "", "", "", "", "", "", ""]
             if k is not None:
                 top, second = order[k, 0], order[k, 1] if probs.shape[1] > 1 else order[k, 0]
                 label = bundle.labels[top]
-                cells[1:8] = [
+                cells[1:11] = [
                     label,
                     f"{probs[k, top]:.4f}",
                     bundle.labels[second],
@@ -229,6 +247,9 @@ class _Writer:
                     f"{probs[k, top] - probs[k, second]:.4f}",
                     "" if flags is None else str(bool(flags[k])).lower(),
                     "" if dist is None else f"{dist[k]:.2f}",
+                    "" if checks.support[k] < 0 else str(checks.support[k]),
+                    "" if checks.conflict[k] < 0 else str(checks.conflict[k]),
+                    checks.notes[k],
                 ]
                 self.per_class[label] = self.per_class.get(label, 0) + 1
                 counts["ok"] += 1

@@ -1,0 +1,142 @@
+"""How far to trust each call: constellation support, open-set score, and the note that flags it.
+
+A call is kept as the model made it; :func:`assess_calls` adds, as pangolin's scorpio and note
+do, what speaks against it:
+
+- ``support`` / ``conflict``: the predicted class's core defining spike mutations the genome
+  carries / contradicts among the sites it covers (:mod:`bertgeom.genome.constellation`); empty
+  for ``other``;
+- a named-class call is flagged ``low constellation support`` when ``support`` is below
+  ``min_support`` (:data:`MIN_SUPPORT`) of the covered sites, or when none is covered;
+- an ``other`` call is flagged when the genome carries at least ``min_support`` of a named
+  class's covered sites (``carries the X constellation``);
+- the open-set detector (:mod:`bertgeom.model.openset`) flags genomes unlike the training data
+  (``out of distribution``) and calls below its minimum confidence (``low confidence``).
+
+``note`` joins the reasons with ``; `` (empty = no flag).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from bertgeom.genome.constellation import best_constellation, class_sites, constellation_support
+from bertgeom.model.openset import Detector
+
+#: Lowest share of covered defining sites a named-class call must carry. Real genomes of the
+#: training data carry at least 0.67 of their class's core sites (mu; 99 % of every class carry
+#: 0.85 or more), "other" genomes at most 0.4 of any class's, and a hard negative at most 0.5.
+MIN_SUPPORT = 0.6
+
+
+@dataclass(frozen=True)
+class Assessment:
+    """Per genome: constellation counts (-1 = not applicable), open-set score and flag, note."""
+
+    support: np.ndarray  # (n,) int
+    conflict: np.ndarray  # (n,) int
+    ood: np.ndarray | None  # (n,) bool, None without a detector
+    ood_score: np.ndarray | None  # (n,) float
+    notes: tuple[str, ...]
+    support_score: np.ndarray  # (n,) float: past the constellation threshold when >= 0
+
+    @property
+    def flagged(self) -> np.ndarray:
+        """(n,) True where the note is not empty."""
+        return np.array([bool(n) for n in self.notes], dtype=bool)
+
+
+@dataclass(frozen=True)
+class CallCheck:
+    """The constellation check of one call: counts (-1 for ``other``), note, and ``score``:
+    ``min_support`` minus the support fraction for a named class, the best named class's
+    fraction minus ``min_support`` for ``other`` (flagged when the note is not empty)."""
+
+    support: int
+    conflict: int
+    note: str
+    score: float
+
+
+def check_call(
+    label: str,
+    mutations: set[str],
+    spike: str,
+    classes: Sequence[str],
+    min_support: float = MIN_SUPPORT,
+) -> CallCheck:
+    """The constellation check of a call of ``label`` (see the module docstring)."""
+    if class_sites(label):
+        s = constellation_support(mutations, spike, label)
+        score = min_support - s.fraction
+        if s.covered == 0:
+            return CallCheck(s.support, s.conflict, f"no defining site of {label} covered", score)
+        if s.fraction < min_support:
+            note = f"low constellation support: {s.support} of {s.covered} {label} sites"
+            return CallCheck(s.support, s.conflict, note, score)
+        return CallCheck(s.support, s.conflict, "", score)
+    best = best_constellation(mutations, spike, [c for c in classes if c != label])
+    if best is None:
+        return CallCheck(-1, -1, "", -min_support)
+    cls, s = best
+    if s.covered and s.fraction >= min_support:
+        note = f"carries the {cls} constellation: {s.support} of {s.covered} sites"
+        return CallCheck(-1, -1, note, s.fraction - min_support)
+    return CallCheck(-1, -1, "", s.fraction - min_support)
+
+
+def assess_calls(
+    labels: Sequence[str],
+    probs: np.ndarray,
+    logits: np.ndarray,
+    cls: np.ndarray,
+    spikes: Sequence[str],
+    mutations: Sequence[str],
+    detector: Detector | None,
+    temperature: float = 1.0,
+    min_support: float = MIN_SUPPORT,
+) -> Assessment:
+    """Assess the calls of ``n`` genomes.
+
+    Parameters
+    ----------
+    labels
+        The model's classes.
+    probs, logits, cls
+        (n, class) calibrated probabilities and raw logits, (n, d_model) final [CLS] states.
+    spikes, mutations
+        Aligned spikes and comma-separated mutation calls (``prepare``'s columns).
+    detector
+        The open-set detector, or None.
+    temperature, min_support
+        Calibration temperature (for ``msp``), constellation threshold.
+    """
+    pred = probs.argmax(axis=1) if len(probs) else np.zeros(0, dtype=np.int64)
+    support = np.full(len(pred), -1, dtype=np.int64)
+    conflict = np.full(len(pred), -1, dtype=np.int64)
+    support_score = np.zeros(len(pred))
+    notes: list[list[str]] = []
+    for i, k in enumerate(pred):
+        muts = set(mutations[i].split(",")) if mutations[i] else set()
+        check = check_call(labels[k], muts, spikes[i], labels, min_support)
+        support[i], conflict[i], support_score[i] = check.support, check.conflict, check.score
+        notes.append([check.note] if check.note else [])
+    ood = score = None
+    if detector is not None and len(pred):
+        score = detector.scores(logits, cls, spikes, temperature)
+        confidence = probs.max(axis=1)
+        ood = detector.flag(score, confidence)
+        for i in np.flatnonzero(ood):
+            if score[i] > detector.threshold:
+                notes[i].append(
+                    f"out of distribution: {detector.method} {score[i]:.2f} > "
+                    f"{detector.threshold:.2f}"
+                )
+            else:
+                notes[i].append(f"low confidence: {confidence[i]:.2f}")
+    return Assessment(
+        support, conflict, ood, score, tuple("; ".join(n) for n in notes), support_score
+    )
