@@ -61,8 +61,9 @@ def held_out_tables(
             s = det.scores(out.logits, out.cls, spikes, bundle.temperature)
             scores[name], flags[name] = s, det.flag(s, probs.max(axis=1))
             thresholds[name] = det.threshold
-        combined = f"{default} + constellation (default)"
-        scores[combined], flags[combined] = None, flagged
+        for name in detectors:  # what predict would flag with each method as the default
+            both = f"{name} + constellation" + (" (default)" if name == default else "")
+            scores[both], flags[both] = None, flags[name] | constellation.flagged
         open_rows = open_set_rows(scores, flags, thresholds, correct, held)
     return HeldOut(checks, lineages, held, rows, open_rows, _summary(correct, flagged, held))
 
