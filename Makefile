@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 RUN_DIR ?= runs/demo
 
-.PHONY: venv demo test lint format bench real clean chromium
+.PHONY: venv demo test lint format bench real heldout clean chromium
 
 venv: $(STAMP)
 
@@ -42,6 +42,10 @@ bench: venv
 # the same pipeline on the real genomes of ../shared/data (about 25 minutes on 2 cores)
 real: venv
 	$(BIN)/bertgeom run --config src/bertgeom/resources/real.toml
+
+# lineage-disjoint evaluation on ../shared/data: whole lineages held out of training (~25 minutes)
+heldout: venv
+	$(BIN)/bertgeom run --config src/bertgeom/resources/heldout.toml
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

@@ -61,19 +61,32 @@ def test_reference_or_another_allele_is_a_conflict():
     assert (s.support, s.conflict, s.covered) == (len(BETA) - 2, 2, len(BETA))
 
 
-def test_a_call_with_low_support_is_flagged_and_kept():
+def test_a_call_with_low_support_is_flagged_or_replaced():
     spike, calls = build(["S:E484K", "S:N501Y", "S:D614G"])  # Theta-like shortcut sites
     check = check_call("beta", calls, spike, CLASSES)
     assert (check.support, check.conflict) == (3, len(BETA) - 3)
     assert check.note.startswith("low constellation support: 3 of 7 beta sites")
-    probs = np.zeros((2, len(CLASSES)))
-    probs[0, CLASSES.index("beta")] = probs[1, CLASSES.index("beta")] = 1.0
     full, full_calls = build(BETA)
+    probs = np.zeros((2, len(CLASSES)))
+    for cls, p in [("beta", 0.7), ("gamma", 0.2), ("other", 0.1)]:
+        probs[:, CLASSES.index(cls)] = p
     texts = [",".join(calls), ",".join(full_calls)]
-    result = assess_calls(CLASSES, probs, probs, np.zeros((2, 4)), [spike, full], texts, None)
-    assert result.flagged.tolist() == [True, False]
-    assert result.support.tolist() == [3, len(BETA)] and result.ood is None
-    assert (result.support_score >= 0).tolist() == [True, False]
+    args = (CLASSES, probs, probs, np.zeros((2, 4)), [spike, full], texts, None)
+    kept = assess_calls(*args, override=False)
+    assert kept.flagged.tolist() == [True, False] and kept.ood is None
+    assert kept.calls.tolist() == [CLASSES.index("beta")] * 2 and not kept.replaced.any()
+    assert kept.support.tolist() == [3, len(BETA)]
+    assert (kept.support_score >= 0).tolist() == [True, False]
+    # by default the call goes to the most probable class the constellation allows: gamma has
+    # 3 of 12 sites here, so "other"; the genome carrying all of beta's sites stays beta
+    result = assess_calls(*args)
+    assert result.calls.tolist() == [CLASSES.index("other"), CLASSES.index("beta")]
+    assert result.replaced.tolist() == [True, False] and result.flagged.tolist() == [True, False]
+    assert (
+        result.notes[0]
+        == "constellation check replaced the model's call beta (3 of 7 sites) by other"
+    )
+    assert result.support.tolist() == [-1, len(BETA)]
 
 
 def test_other_call_carrying_a_constellation_is_flagged():

@@ -1,7 +1,7 @@
 """How far to trust each call: constellation support, open-set score, and the note that flags it.
 
-A call is kept as the model made it; :func:`assess_calls` adds, as pangolin's scorpio and note
-do, what speaks against it:
+:func:`assess_calls` adds to each call, as pangolin's scorpio and note do, what speaks against
+it:
 
 - ``support`` / ``conflict``: the predicted class's core defining spike mutations the genome
   carries / contradicts among the sites it covers (:mod:`bertgeom.genome.constellation`); empty
@@ -14,6 +14,15 @@ do, what speaks against it:
   (``out of distribution``) and calls below its minimum confidence (``low confidence``).
 
 ``note`` joins the reasons with ``; `` (empty = no flag).
+
+With ``override`` (the default), a named-class call with low constellation support is replaced,
+as pangolin lets scorpio replace a lineage assignment that the constellation contradicts: the
+call becomes the model's most probable class that the genome's constellation allows (``other``,
+or a named class with at least ``min_support`` of its covered sites), and the note says so
+(``constellation check replaced the model's call beta (3 of 7 sites) by other``). Without it the
+model's call is kept and only flagged. A held-out lineage carrying a few sites of a class (Theta's
+E484K, N501Y and V1176F, three of Gamma's; Kappa's L452R and P681R, two of Delta's) is then
+called ``other``, and flagged.
 """
 
 from __future__ import annotations
@@ -43,6 +52,8 @@ class Assessment:
     ood_score: np.ndarray | None  # (n,) float
     notes: tuple[str, ...]
     support_score: np.ndarray  # (n,) float: past the constellation threshold when >= 0
+    calls: np.ndarray  # (n,) int: the final call (the model's, or its replacement)
+    replaced: np.ndarray  # (n,) bool: the constellation check replaced the model's call
 
     @property
     def flagged(self) -> np.ndarray:
@@ -99,6 +110,7 @@ def assess_calls(
     detector: Detector | None,
     temperature: float = 1.0,
     min_support: float = MIN_SUPPORT,
+    override: bool = True,
 ) -> Assessment:
     """Assess the calls of ``n`` genomes.
 
@@ -114,17 +126,33 @@ def assess_calls(
         The open-set detector, or None.
     temperature, min_support
         Calibration temperature (for ``msp``), constellation threshold.
+    override
+        Replace a named-class call with low constellation support (module docstring).
     """
     pred = probs.argmax(axis=1) if len(probs) else np.zeros(0, dtype=np.int64)
     support = np.full(len(pred), -1, dtype=np.int64)
     conflict = np.full(len(pred), -1, dtype=np.int64)
     support_score = np.zeros(len(pred))
     notes: list[list[str]] = []
+    calls = pred.copy()
+    replaced = np.zeros(len(pred), dtype=bool)
     for i, k in enumerate(pred):
         muts = set(mutations[i].split(",")) if mutations[i] else set()
         check = check_call(labels[k], muts, spikes[i], labels, min_support)
-        support[i], conflict[i], support_score[i] = check.support, check.conflict, check.score
-        notes.append([check.note] if check.note else [])
+        support_score[i] = check.score
+        note = check.note
+        if override and note.startswith("low constellation support"):
+            calls[i] = _allowed(probs[i], labels, muts, spikes[i], min_support)
+            replaced[i] = True
+            new = check_call(labels[calls[i]], muts, spikes[i], labels, min_support)
+            note = (
+                f"constellation check replaced the model's call {labels[k]} "
+                f"({check.support} of {check.support + check.conflict} sites) by "
+                f"{labels[calls[i]]}" + (f"; {new.note}" if new.note else "")
+            )
+            check = new
+        support[i], conflict[i] = check.support, check.conflict
+        notes.append([note] if note else [])
     ood = score = None
     if detector is not None and len(pred):
         score = detector.scores(logits, cls, spikes, temperature)
@@ -138,6 +166,20 @@ def assess_calls(
                 )
             else:
                 notes[i].append(f"low confidence: {confidence[i]:.2f}")
-    return Assessment(
-        support, conflict, ood, score, tuple("; ".join(n) for n in notes), support_score
-    )
+    joined = tuple("; ".join(n) for n in notes)
+    return Assessment(support, conflict, ood, score, joined, support_score, calls, replaced)
+
+
+def _allowed(
+    probs: np.ndarray, labels: Sequence[str], mutations: set[str], spike: str, min_support: float
+) -> int:
+    """The most probable class after the top one that the genome's constellation allows:
+    ``other``, or a named class with at least ``min_support`` of its covered sites."""
+    for k in np.argsort(-probs)[1:]:
+        label = labels[int(k)]
+        if not class_sites(label):
+            return int(k)
+        s = constellation_support(mutations, spike, label)
+        if s.covered and s.fraction >= min_support:
+            return int(k)
+    return int(np.argsort(-probs)[0])  # no class allowed (a model without "other"): keep it

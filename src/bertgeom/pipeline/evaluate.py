@@ -108,8 +108,8 @@ def _summary(m: Metrics) -> dict[str, Any]:
 
 
 PREDICTION_COLUMNS = (
-    "seq_id", "class", "lineage", "held_out", "predicted_class", "probability", "correct",
-    "support", "conflict", "note", "mutations",
+    "seq_id", "class", "lineage", "held_out", "predicted_class", "model_class", "probability",
+    "correct", "support", "conflict", "note", "mutations",
 )  # fmt: skip
 
 
@@ -154,7 +154,8 @@ def _write_tables(
         ["true \\ predicted", *labels],
         ([labels[i], *m.confusion[i].tolist()] for i in range(len(labels))),
     )
-    pred = probs.argmax(axis=1)
+    pred = held.checks.calls  # after the constellation check
+    model = probs.argmax(axis=1)
     write_tsv(
         d / "predictions.tsv",
         PREDICTION_COLUMNS,
@@ -165,6 +166,7 @@ def _write_tables(
                 held.lineages[i] or "",
                 str(bool(held.held_out[i])).lower(),
                 labels[pred[i]],
+                labels[model[i]],
                 f"{probs[i, pred[i]]:.4f}",
                 int(pred[i] == y[i]),
                 "" if held.checks.support[i] < 0 else held.checks.support[i],

@@ -45,15 +45,15 @@ def held_out_tables(
     checks = assess_calls(*args, detectors.get(default), bundle.temperature)
     lineages = df.lineage.tolist() if "lineage" in df else [None] * len(df)
     held = df.held_out.fillna(False).to_numpy(bool) if "held_out" in df else np.zeros(len(df), bool)
-    pred = probs.argmax(axis=1)
-    correct = pred == y
+    model_correct = probs.argmax(axis=1) == y
+    correct = checks.calls == y
     flagged = checks.flagged
-    calls = [bundle.labels[k] for k in pred]
+    calls = [bundle.labels[k] for k in checks.calls]
     truth = [bundle.labels[k] for k in y]
     rows = lineage_rows(lineages, truth, calls, flagged, held)
     open_rows: list[list[object]] = []
     if detectors:
-        constellation = assess_calls(*args, None, bundle.temperature)
+        constellation = assess_calls(*args, None, bundle.temperature, override=False)
         scores: dict[str, np.ndarray | None] = {"constellation": constellation.support_score}
         flags = {"constellation": constellation.flagged}
         thresholds = {"constellation": 0.0}
@@ -64,8 +64,11 @@ def held_out_tables(
         for name in detectors:  # what predict would flag with each method as the default
             both = f"{name} + constellation" + (" (default)" if name == default else "")
             scores[both], flags[both] = None, flags[name] | constellation.flagged
-        open_rows = open_set_rows(scores, flags, thresholds, correct, held)
-    return HeldOut(checks, lineages, held, rows, open_rows, _summary(correct, flagged, held))
+        open_rows = open_set_rows(scores, flags, thresholds, model_correct, held)
+    summary = _summary(correct, flagged, held)
+    summary["model"] = _summary(model_correct, flagged, held)
+    summary["replaced"] = int(checks.replaced.sum())
+    return HeldOut(checks, lineages, held, rows, open_rows, summary)
 
 
 def _summary(correct: np.ndarray, flagged: np.ndarray, held: np.ndarray) -> dict[str, Any]:

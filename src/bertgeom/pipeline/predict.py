@@ -237,7 +237,9 @@ class _Writer:
             k = result.get(i)
             cells = [row["id"], "", "", "", "", "", "", "", "", "", ""]
             if k is not None:
-                top, second = order[k, 0], order[k, 1] if probs.shape[1] > 1 else order[k, 0]
+                top = checks.calls[k]  # the model's call, or the constellation check's
+                rest = [c for c in order[k] if c != top]
+                second = rest[0] if rest else top
                 label = bundle.labels[top]
                 cells[1:11] = [
                     label,
