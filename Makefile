@@ -15,7 +15,7 @@ only where three methods agree (nearest Nextclade reference-tree tip, Nextstrain
 cov-lineages constellations) and passing QC; recombinants left out. Mostly USA genomes; beta (16) \
 and lambda (17) are scarce.
 
-.PHONY: venv demo test lint format bench real model clean chromium
+.PHONY: venv demo test lint format bench real model heldout clean chromium
 
 venv: $(STAMP)
 
@@ -63,6 +63,10 @@ model: venv
 		--command-line "make model  # on a fresh clone, with ../shared/data beside it" \
 		--command-line "bertgeom run --config src/bertgeom/resources/model.toml" \
 		--command-line "bertgeom models install $(MODEL_RUN) --name $(MODEL_NAME) --version $(MODEL_VERSION)"
+
+# lineage-disjoint evaluation on ../shared/data: whole lineages held out of training (~25 minutes)
+heldout: venv
+	$(BIN)/bertgeom run --config src/bertgeom/resources/heldout.toml
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

@@ -61,6 +61,9 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
             "test_fraction": args.test_fraction,
             "max_n_good": args.max_n_good,
             "max_n_mediocre": args.max_n_mediocre,
+            "split_by": args.split_by,
+            "holdout": args.holdout,
+            "lineage_depth": args.lineage_depth,
         },
         source=args.config or "options",
     )
@@ -87,6 +90,11 @@ def _print_prepare(summary: Any, out: str) -> None:
         f"identical spikes kept within one split: {summary.n_identical_groups} groups, "
         f"{summary.n_genomes_in_identical_groups} genomes"
     )
+    if summary.split_by == "lineage":
+        print(
+            f"held out of training (in test): {summary.n_held_out} genomes of "
+            f"{len(summary.held_out_lineages)} lineages: {', '.join(summary.held_out_lineages)}"
+        )
     if summary.duplicates_skipped:
         print(f"duplicate ids skipped (keep-first): {summary.duplicates_skipped}")
     if summary.labels_not_in_input:
@@ -433,6 +441,22 @@ def build_parser(with_measures: bool = False) -> argparse.ArgumentParser:
         "--val-fraction", type=float, help="validation share per class (default: 0.064)"
     )
     pp.add_argument("--test-fraction", type=float, help="test share per class (default: 0.2)")
+    pp.add_argument(
+        "--split-by",
+        choices=("spike", "lineage"),
+        help="spike: identical spikes kept in one split; lineage: whole lineages (the labels' "
+        "pango_nearest column) held out of training into test (default: spike)",
+    )
+    pp.add_argument(
+        "--holdout",
+        help="with --split-by lineage: lineages always held out (comma-separated; default: none)",
+    )
+    pp.add_argument(
+        "--lineage-depth",
+        type=int,
+        help="with --split-by lineage: group lineages to their first N parts (default: 0 = whole "
+        "name)",
+    )
     pp.add_argument(
         "--max-n-good", type=float, help="QC: spike N fraction for good (default: 0.01)"
     )

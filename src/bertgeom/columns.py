@@ -41,6 +41,12 @@ _ALL = (
     Column("seqName", "str", "the whole FASTA header line after `>` (Nextclade's `seqName`)"),
     Column("seq_id", "str", "the first word of the FASTA header (the record id)"),
     Column("class", "str", "true class (`alpha` ... `other`)"),
+    Column("lineage", "str", "Pango lineage from the labels (`pango_nearest`; empty if none)"),
+    Column(
+        "held_out",
+        "bool",
+        "the genome's lineage was held out of training (`prepare --split-by lineage`)",
+    ),
     Column(
         "predicted_class",
         "str",
@@ -58,7 +64,36 @@ _ALL = (
         "the nearest class centroid above the training threshold, or calibrated confidence "
         "below the minimum (empty without an OOD detector)",
     ),
-    Column("ood_distance", "float", "that Mahalanobis distance", digits=2),
+    Column(
+        "ood_distance",
+        "float",
+        "the open-set score of the model's default detector (per-class Mahalanobis distance by "
+        "default; higher = farther from the training data)",
+        digits=2,
+    ),
+    Column(
+        "support",
+        "int",
+        "defining spike mutations of `predicted_class` the genome carries, among the sites it "
+        "covers (empty for `other` and unassigned rows)",
+    ),
+    Column(
+        "conflict",
+        "int",
+        "defining sites of `predicted_class` where the genome has the reference or another allele",
+    ),
+    Column(
+        "model_class",
+        "str",
+        "the model's own call; differs from `predicted_class` when the constellation check "
+        "replaced an unsupported call (see `note`)",
+    ),
+    Column(
+        "note",
+        "str",
+        "constellation check: low support, a replaced call, or the named class an `other` "
+        "genome resembles (empty when the call is supported)",
+    ),
     Column("qc_status", "str", "`good`, `mediocre` or `bad`"),
     Column("qc_reasons", "str", "QC reasons, `; `-separated (empty when good)"),
     Column(
@@ -112,13 +147,17 @@ COLUMNS: dict[str, Column] = {c.name: c for c in _ALL}
 #: ``predict``'s columns, in order.
 PREDICT = (
     "index", "seqName", "seq_id", "predicted_class", "probability", "runner_up",
-    "runner_up_probability", "margin", "ood", "ood_distance", "qc_status", "qc_reasons",
+    "runner_up_probability", "margin", "ood", "ood_distance", "support", "conflict",
+    "model_class", "note", "qc_status", "qc_reasons",
     "mutations", "aaSubstitutions", "aaDeletions", "aaInsertions", "insertions", "n_mutations",
     "n_fraction", "align_method", "model_name", "model_version", "model_id", "bertgeom_version",
 )  # fmt: skip
 
 #: ``evaluate``'s ``predictions.tsv``.
-EVALUATE_PREDICTIONS = ("seq_id", "class", "predicted_class", "probability", "correct", "mutations")
+EVALUATE_PREDICTIONS = (
+    "seq_id", "class", "lineage", "held_out", "predicted_class", "model_class", "probability",
+    "correct", "support", "conflict", "note", "mutations",
+)  # fmt: skip
 
 #: What ``predict`` writes for a genome it does not classify (QC bad), as pangolin does.
 UNASSIGNED = "Unassigned"

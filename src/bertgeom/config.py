@@ -62,6 +62,24 @@ class PrepareConfig:
         :data:`bertgeom.genome.align.MINIMAP2_PRESETS`).
     batch_size
         Genomes per Parquet row group and per worker task batch.
+    split_by
+        ``spike``: the split above (identical spikes kept together); ``lineage``: whole lineage
+        groups held out of training into ``test`` (``bertgeom.genome.split.assign_lineage_splits``),
+        the rest split as with ``spike``.
+    lineage_column
+        Column of the labels TSV holding each genome's lineage (empty = the first of
+        ``pango_nearest``, ``pango_lineage``, ``lineage``).
+    lineage_depth
+        Lineages are grouped to their first ``lineage_depth`` dot-separated parts (0 = the whole
+        name: ``B.1.429`` and ``B.1.427`` are two groups; 2 puts both in ``B.1``).
+    held_out_fraction
+        Share of each class's genomes whose lineage groups are held out (seeded choice).
+    holdout
+        Comma-separated lineages held out whatever the draw (their sublineages too), e.g.
+        ``B.1.427,B.1.429,B.1.526``.
+    min_lineages
+        A class with fewer lineage groups than this keeps them all in training (only those in
+        ``holdout`` are held out).
     """
 
     jobs: int = 1
@@ -82,10 +100,20 @@ class PrepareConfig:
     query_margin: int = 600
     preset: str = "asm20"
     batch_size: int = 256
+    split_by: str = "spike"
+    lineage_column: str = ""
+    lineage_depth: int = 0
+    held_out_fraction: float = 0.15
+    holdout: str = ""
+    min_lineages: int = 3
 
     def __post_init__(self) -> None:
         _check_common(self)
         _check(1 <= self.jobs <= MAX_WORKERS, "jobs", f"must be in 1..{MAX_WORKERS}")
+        _check(self.split_by in ("spike", "lineage"), "split_by", "must be spike or lineage")
+        _check(self.lineage_depth >= 0, "lineage_depth", "must be >= 0")
+        _check(0 <= self.held_out_fraction < 1, "held_out_fraction", "must be in [0, 1)")
+        _check(self.min_lineages >= 1, "min_lineages", "must be >= 1")
         _check(self.dedupe in ("error", "keep-first"), "dedupe", "must be error or keep-first")
         _check(0 <= self.val_fraction < 1, "val_fraction", "must be in [0, 1)")
         _check(0 <= self.test_fraction < 1, "test_fraction", "must be in [0, 1)")
@@ -124,6 +152,11 @@ class PrepareConfig:
             f"(got '{self.preset}')",
         )
         _check(self.batch_size >= 1, "batch_size", "must be >= 1")
+
+    @property
+    def holdout_lineages(self) -> tuple[str, ...]:
+        """The lineages of ``holdout``, in the order given."""
+        return tuple(x.strip() for x in self.holdout.split(",") if x.strip())
 
 
 @dataclass(frozen=True)
@@ -176,6 +209,14 @@ class TrainConfig:
         mainly on GPU; needs a C++ compiler on CPU). Weights and checkpoints are unaffected.
     mask_prob
         ``pretrain`` only: share of k-mer tokens masked.
+    hard_negatives
+        Hard negatives of ``other`` added to training, per ``other`` training genome: real
+        ``other`` spikes carrying one to ``hard_negative_events`` defining changes of a named
+        class (``bertgeom.model.hardneg``), so that a class is learned from its constellation,
+        not a shortcut of one or two sites (0 = none; aligned tokens only).
+    hard_negative_events
+        Most defining events (a substitution, or a run of changes at consecutive residues)
+        planted into one hard negative.
     """
 
     preset: str = "small"
@@ -200,6 +241,8 @@ class TrainConfig:
     threads: int = 0
     compile: bool = False
     mask_prob: float = 0.15
+    hard_negatives: float = 1.0
+    hard_negative_events: int = 3
 
     def __post_init__(self) -> None:
         from bertgeom.model.presets import RECIPES
@@ -238,6 +281,8 @@ class TrainConfig:
             self.precision in ("auto", "fp32", "bf16"), "precision", "must be auto, fp32 or bf16"
         )
         _check(0 < self.mask_prob < 1, "mask_prob", "must be in (0, 1)")
+        _check(self.hard_negatives >= 0, "hard_negatives", "must be >= 0")
+        _check(self.hard_negative_events >= 1, "hard_negative_events", "must be >= 1")
 
 
 @dataclass(frozen=True)

@@ -278,3 +278,30 @@ def test_bad_option_values(tmp_path, capsys):
         ["prepare", str(fasta), "--out", str(tmp_path / "o"), "--jobs", "0"], capsys
     )
     assert code == 2 and err == "error: config: jobs must be in 1..1024\n"
+
+
+def test_prepare_split_by_lineage_holds_lineages_out(shared_data, tmp_path, capsys):
+    out = tmp_path / "prep"
+    args = ["prepare", str(shared_data / "ci_genomes.fasta.gz"), "--labels",
+            str(shared_data / "labels.tsv"), "--out", str(out), "--quiet", "--split-by",
+            "lineage", "--holdout", "B.1.621.1,P.1.17"]  # fmt: skip
+    code, stdout, _ = run_cli(args, capsys)
+    assert code == 0
+    table = pq.read_table(out / "spikes.parquet").to_pandas()
+    held = table[table.held_out]
+    names = sorted(set(held.lineage))
+    assert f"in test): {len(held)} genomes of {len(names)} lineages: {', '.join(names)}" in stdout
+    assert {"B.1.621.1", "P.1.17"} <= set(names) and (held.split == "test").all()
+    assert not table[~table.held_out].lineage.isin(names).any()  # a lineage in one split
+    assert not held.label.isin(["alpha", "beta", "lambda"]).any()  # one lineage each: kept
+    assert table.lineage.notna().all() and (table[table.label == "beta"].lineage == "B.1.351").all()
+    # without a lineage column the split cannot be made: a clear error before any alignment
+    labels = tmp_path / "labels.tsv"
+    labels.write_text("".join(f"{name}\talpha\n" for name in ("x", "y")))
+    args[3] = str(labels)
+    code, _, err = run_cli(args, capsys)
+    assert code == 2
+    assert err == (
+        f"error: {labels}: --split-by lineage needs a lineage column (one of pango_nearest, "
+        "pango_lineage, lineage, or name it with lineage_column)\n"
+    )

@@ -5,8 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bertgeom.model.calibrate import fit_ood, fit_temperature, load_ood, save_ood
+from bertgeom.model.calibrate import fit_temperature
 from bertgeom.model.metrics import classification_metrics, macro_f1, reliability, softmax
+from bertgeom.model.openset import (
+    Detector,
+    fit_arrays,
+    fit_threshold,
+    load_detectors,
+    save_detectors,
+)
 
 
 def test_perfect_predictions():
@@ -66,11 +73,18 @@ def test_ood_flags_far_points_and_round_trips(tmp_path):
     centres = np.array([[0.0, 0, 0], [10, 0, 0]])
     y = rng.integers(0, 2, 2000)
     emb = centres[y] + rng.normal(0, 1, (2000, 3))
-    ood = fit_ood(emb, y, 2, quantile=0.999)
-    assert ood.flag(emb, np.ones(len(emb))).mean() < 0.01
+    logits = np.eye(2)[y] * 5.0
+    arrays = fit_arrays("mahalanobis", emb, y, 2, [], "ACGT")
+    ood = Detector("mahalanobis", 0.0, 0.5, arrays)
+    scores = ood.scores(logits, emb, [])
+    ood = Detector("mahalanobis", fit_threshold(scores, np.ones(len(y), bool), 0.999), 0.5, arrays)
+    assert ood.flag(scores, np.ones(len(emb))).mean() < 0.01
     far = np.array([[5.0, 30, 0], [0, 0, -40]])
-    assert ood.flag(far, np.ones(2)).all()
-    assert ood.flag(centres, np.array([0.4, 0.9])).tolist() == [True, False]  # low confidence
-    save_ood(ood, str(tmp_path / "ood.npz"))
-    again = load_ood(str(tmp_path / "ood.npz"))
-    assert np.allclose(again.distances(far), ood.distances(far))
+    far_scores = ood.scores(np.zeros((2, 2)), far, [])
+    assert ood.flag(far_scores, np.ones(2)).all()
+    near = ood.scores(np.zeros((2, 2)), centres, [])
+    assert ood.flag(near, np.array([0.4, 0.9])).tolist() == [True, False]  # low confidence
+    save_detectors({"mahalanobis": ood}, "mahalanobis", str(tmp_path / "ood.npz"))
+    detectors, default = load_detectors(str(tmp_path / "ood.npz"))
+    assert default == "mahalanobis" and detectors[default].threshold == ood.threshold
+    assert np.allclose(detectors[default].scores(np.zeros((2, 2)), far, []), far_scores)

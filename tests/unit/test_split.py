@@ -7,7 +7,7 @@ from collections import Counter
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bertgeom.genome.split import assign_splits
+from bertgeom.genome.split import assign_lineage_splits, assign_splits, lineage_group
 
 
 def test_identical_spikes_stay_in_one_split_and_fractions_hold():
@@ -73,3 +73,67 @@ def test_every_eligible_labelled_genome_gets_a_split(items):
         splits = {s for lab, s in zip(labels, res.splits, strict=True) if lab == cls}
         if len(groups) >= 3:
             assert splits == {"train", "val", "test"}
+
+
+# --- lineage-disjoint split ---------------------------------------------------------------------
+
+
+def _lineage_data():
+    """Class a: 8 lineages of 10-60 genomes; class b: 2 lineages (too few to hold any out)."""
+    labels, lineages, keys = [], [], []
+    for j, size in enumerate([60, 40, 30, 20, 20, 15, 10, 10]):
+        for i in range(size):
+            labels.append("a")
+            lineages.append(f"B.1.{j}")
+            keys.append(f"a{j}-{i // 3}")  # identical spikes within a lineage
+    for j in range(2):
+        for i in range(12):
+            labels.append("b")
+            lineages.append(f"P.{j + 1}")
+            keys.append(f"b{j}-{i}")
+    return labels, lineages, keys
+
+
+def test_lineage_split_never_puts_a_lineage_in_two_splits():
+    labels, lineages, keys = _lineage_data()
+    res = assign_lineage_splits(labels, lineages, keys, [True] * len(labels), 0.1, 0.2, 0.2, 7)
+    for lin in set(lineages):
+        idx = [i for i, x in enumerate(lineages) if x == lin]
+        held = {res.held_out[i] for i in idx}
+        assert len(held) == 1, lin  # a lineage is held out whole or not at all
+        if held == {True}:
+            assert lin in res.held_out_lineages
+            assert {res.splits[i] for i in idx} == {"test"}  # never in train or val
+    held_a = sum(h for h, lab in zip(res.held_out, labels, strict=True) if lab == "a")
+    assert 0.2 * 205 <= held_a <= 1.5 * 0.2 * 205
+    # class b has 2 lineages (< min_lineages 3): both stay in training
+    assert not any(h for h, lab in zip(res.held_out, labels, strict=True) if lab == "b")
+    trained = {lineages[i] for i, s in enumerate(res.splits) if s == "train"}
+    assert not trained & set(res.held_out_lineages)
+    assert {res.splits[i] for i in range(len(labels)) if not res.held_out[i]} == {
+        "train", "val", "test"
+    }  # fmt: skip
+
+
+def test_lineage_split_is_seeded_and_honours_holdout():
+    labels, lineages, keys = _lineage_data()
+    eligible = [True] * len(labels)
+    one = assign_lineage_splits(labels, lineages, keys, eligible, 0.1, 0.2, 0.2, 1)
+    assert one == assign_lineage_splits(labels, lineages, keys, eligible, 0.1, 0.2, 0.2, 1)
+    forced = assign_lineage_splits(
+        labels, lineages, keys, eligible, 0.1, 0.2, 0.2, 1, holdout=("B.1.0", "P.2")
+    )
+    assert {"B.1.0", "P.2"} <= set(forced.held_out_lineages)
+    assert "P.1" not in forced.held_out_lineages  # b keeps its other lineage in training
+
+
+def test_lineage_groups_and_sublineages():
+    assert lineage_group("B.1.1.529", 2) == "B.1" and lineage_group("AY.4.2", 0) == "AY.4.2"
+    assert lineage_group("", 0) is None and lineage_group(None, 3) is None
+    labels = ["a"] * 9
+    lineages = ["B.1.2", "B.1.2.5", "B.1.20", "C.1", "C.1", "D.1", "D.1", "E.1", "E.1"]
+    res = assign_lineage_splits(
+        labels, lineages, [str(i) for i in range(9)], [True] * 9, 0.0, 0.0, 0.0, 0,
+        holdout=("B.1.2",),
+    )  # fmt: skip
+    assert res.held_out[:3] == (True, True, False)  # B.1.20 is no sublineage of B.1.2

@@ -34,6 +34,7 @@ from bertgeom.io.manifest import describe_inputs, write_manifest
 from bertgeom.model import checkpoint as ckpt_io
 from bertgeom.model import data, fastpath, loop
 from bertgeom.model.checkpoint import CHECKPOINT, RESUMABLE_CHANGES
+from bertgeom.model.hardneg import hard_negatives
 from bertgeom.model.metrics import macro_f1
 from bertgeom.model.pretrain import pretrain, read_pretrain_meta
 from bertgeom.model.store import MODEL_META, WEIGHTS, save_model_dir
@@ -110,9 +111,20 @@ def _load_data(prepared_dir: Path, config: TrainConfig, vocab: Vocabulary | None
             "(prepare more labelled genomes)"
         )
     seqs = data.sequences_for(train_df, config.token_mode)
+    train_labels = list(train_df["label"])
+    if config.hard_negatives > 0 and config.token_mode == "aligned" and "other" in labels:
+        extra = hard_negatives(
+            seqs,
+            train_df["mutations"].fillna("").tolist(),
+            train_labels,
+            config.hard_negatives,
+            config.seed,
+            max_events=config.hard_negative_events,
+        )
+        seqs, train_labels = seqs + extra, train_labels + ["other"] * len(extra)
     if vocab is None:
         vocab = build_vocabulary([seqs], loop.kmer_spec(config), config.min_count)
-    y_train = data.encode_labels(train_df["label"], labels)
+    y_train = data.encode_labels(train_labels, labels)
     return _Data(
         vocab=vocab,
         labels=labels,

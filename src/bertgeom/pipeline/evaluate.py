@@ -2,8 +2,12 @@
 
 Outputs in ``out_dir``: ``metrics.json`` (accuracy, macro/micro F1, per-class precision, recall,
 specificity, F1 and one-vs-rest ROC-AUC, expected calibration error and NLL before and after
-temperature scaling), ``per_class.tsv``, ``confusion.tsv``, ``predictions.tsv`` (every test
-genome: true and predicted class, probability), figures ``confusion.png``, ``reliability.png``
+temperature scaling; calls right, flagged and wrong without a flag, in distribution and on
+held-out lineages), ``per_class.tsv``, ``confusion.tsv``, ``predictions.tsv`` (every test
+genome: true and predicted class, probability, support, conflict, note), ``lineages.tsv`` (per
+lineage: right, flagged, wrong without a flag), ``open_set.tsv`` (per open-set method: AUROC
+of held-out-lineage against in-distribution genomes, flag rates; with a fitted detector),
+figures ``confusion.png``, ``reliability.png``
 and, when the model directory has a ``history.tsv``, ``history.png``; and ``manifest.json``.
 The temperature comes from the model directory (fitted on the validation split by ``train``);
 ``refit=True`` fits it again first.
@@ -27,6 +31,12 @@ from bertgeom.model.infer import check_batch_size, infer, require_finite, resolv
 from bertgeom.model.metrics import Metrics, classification_metrics, softmax
 from bertgeom.model.store import load_model_dir, weights_file
 from bertgeom.pipeline import calibrate
+from bertgeom.pipeline.evaluate_heldout import (
+    LINEAGE_COLUMNS,
+    OPEN_SET_COLUMNS,
+    HeldOut,
+    held_out_tables,
+)
 
 
 def run(
@@ -45,7 +55,7 @@ def run(
     if refit:
         calibrate.run(model_dir, prepared_dir, device=device, batch_size=batch_size)
     bundle = load_model_dir(model_dir, device=dev)
-    df = load_split(prepared_dir, split)
+    df = load_split(prepared_dir, split, _columns(prepared_dir))
     out = infer(
         bundle.model,
         bundle.vocab.encode(sequences_for(df, bundle.vocab.spec.mode)),
@@ -58,7 +68,7 @@ def run(
     probs = softmax(out.logits.astype(np.float64), bundle.temperature)
     cal = classification_metrics(y, probs, bundle.labels)
     with writing(out_dir, inputs=[model_dir, prepared_dir], stage="evaluate") as d:
-        outputs = _write(d, df, y, probs, cal, raw, bundle, Path(model_dir), split)
+        outputs = _write(d, df, y, probs, cal, raw, bundle, Path(model_dir), split, out)
         write_manifest(
             d,
             "evaluate",
@@ -80,13 +90,19 @@ def _write(
     bundle: Any,
     model_dir: Path,
     split: str,
+    out: Any,
 ) -> list[str]:
     """Tables, metrics and figures; returns the names written."""
-    _write_tables(d, df, y, probs, cal, bundle.labels)
+    held = held_out_tables(model_dir, df, bundle, out, probs, y)
+    _write_tables(d, df, y, probs, cal, bundle.labels, held)
+    write_tsv(d / "lineages.tsv", LINEAGE_COLUMNS, held.lineage_rows)
+    if held.open_set_rows:
+        write_tsv(d / "open_set.tsv", OPEN_SET_COLUMNS, held.open_set_rows)
     write_json(
         d / "metrics.json",
         {
             "split": split,
+            "calls": held.summary,
             "n": cal.n,
             "temperature": bundle.temperature,
             "calibrated": _summary(cal),
@@ -96,7 +112,9 @@ def _write(
         },
     )
     figures = _write_figures(d, cal, raw, model_dir)
-    return ["metrics.json", "per_class.tsv", "confusion.tsv", "predictions.tsv", *figures]
+    outputs = ["metrics.json", "per_class.tsv", "confusion.tsv", "predictions.tsv", "lineages.tsv"]
+    outputs += ["open_set.tsv"] if held.open_set_rows else []
+    return outputs + figures
 
 
 def _summary(m: Metrics) -> dict[str, Any]:
@@ -109,8 +127,31 @@ def _summary(m: Metrics) -> dict[str, Any]:
     }
 
 
+PREDICTION_COLUMNS = (
+    "seq_id", "class", "lineage", "held_out", "predicted_class", "model_class", "probability",
+    "correct", "support", "conflict", "note", "mutations",
+)  # fmt: skip
+
+
+def _columns(prepared_dir: str | os.PathLike) -> tuple[str, ...]:
+    """The training columns, plus ``lineage`` and ``held_out`` when the table has them (tables
+    written before they existed do not)."""
+    import pyarrow.parquet as pq
+
+    from bertgeom.model.data import TRAIN_COLUMNS, spikes_path
+
+    names = pq.ParquetFile(str(spikes_path(prepared_dir))).schema_arrow.names
+    return TRAIN_COLUMNS + tuple(c for c in ("lineage", "held_out") if c in names)
+
+
 def _write_tables(
-    d: Path, df: Any, y: np.ndarray, probs: np.ndarray, m: Metrics, labels: tuple[str, ...]
+    d: Path,
+    df: Any,
+    y: np.ndarray,
+    probs: np.ndarray,
+    m: Metrics,
+    labels: tuple[str, ...],
+    held: HeldOut,
 ) -> None:
     write_tsv(
         d / "per_class.tsv",
@@ -133,7 +174,8 @@ def _write_tables(
         ["true \\ predicted", *labels],
         ([labels[i], *m.confusion[i].tolist()] for i in range(len(labels))),
     )
-    pred = probs.argmax(axis=1)
+    pred = held.checks.calls  # after the constellation check
+    model = probs.argmax(axis=1)
     write_tsv(
         d / "predictions.tsv",
         EVALUATE_PREDICTIONS,
@@ -142,8 +184,12 @@ def _write_tables(
                 cell(name, value)
                 for name, value in zip(
                     EVALUATE_PREDICTIONS,
-                    (r.id, r.label, labels[pred[i]], float(probs[i, pred[i]]),
-                     bool(pred[i] == y[i]), r.mutations),
+                    (r.id, r.label, held.lineages[i] or "", bool(held.held_out[i]),
+                     labels[pred[i]], labels[model[i]], float(probs[i, pred[i]]),
+                     bool(pred[i] == y[i]),
+                     None if held.checks.support[i] < 0 else int(held.checks.support[i]),
+                     None if held.checks.conflict[i] < 0 else int(held.checks.conflict[i]),
+                     held.checks.notes[i], r.mutations),
                     strict=True,
                 )
             ]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from bertgeom.errors import InputError
@@ -13,18 +13,23 @@ from bertgeom.resources.variants import lineage_to_class
 
 _ID_COLUMNS = ("seq_id", "id", "strain", "name", "taxon")
 _CLASS_COLUMNS = ("class", "label", "variant", "lineage", "pango_lineage", "clade")
+#: Columns holding a genome's lineage (for ``prepare --split-by lineage``), first found wins.
+LINEAGE_COLUMNS = ("pango_nearest", "pango_lineage", "lineage")
 _FASTA_SUFFIXES = (".fasta", ".fa", ".fna", ".fas", ".ffn", ".seq")
 
 
 @dataclass(frozen=True)
 class Labels:
-    """id -> (class, the label as written); ``source`` says where they came from."""
+    """id -> (class, the label as written); ``source`` says where they came from;
+    ``lineage_by_id``: id -> lineage (Pango lineage or clade), from the lineage column."""
 
     by_id: dict[str, tuple[str, str]]
     source: str
+    lineage_by_id: dict[str, str] = field(default_factory=dict)
+    lineage_column: str | None = None
 
 
-def read_labels(path: str | os.PathLike) -> Labels:
+def read_labels(path: str | os.PathLike, lineage_column: str = "") -> Labels:
     """Read labels from a TSV file.
 
     The file may be gzip-compressed and must be UTF-8 text. Accepted layouts: a header with an
@@ -32,6 +37,10 @@ def read_labels(path: str | os.PathLike) -> Labels:
     ``label``, ``variant``, ``lineage``, ...), as in ``shared/data/labels.tsv``; or two columns
     ``id<TAB>class`` without a header. A class may be written as a class name, a Pango
     lineage, a Nextstrain clade or a WHO name.
+
+    The lineage of each genome (used by ``prepare --split-by lineage``) comes from
+    ``lineage_column`` when given (an :class:`InputError` when the header lacks it), else from the
+    first of :data:`LINEAGE_COLUMNS` in the header; empty cells give no lineage.
     """
     header, rows = read_tsv(path, "labels TSV")
     lower = [h.strip().lower() for h in header]
@@ -47,7 +56,17 @@ def read_labels(path: str | os.PathLike) -> Labels:
                 f"'seq_id' (or id) and 'class' (or label, lineage), or two columns "
                 f"id<TAB>class without a header"
             )
+    lin_col = None
+    if lineage_column:
+        if lineage_column.lower() not in lower:
+            raise InputError(
+                f"{path}: no lineage column '{lineage_column}' in the header {header!r}"
+            )
+        lin_col = lower.index(lineage_column.lower())
+    elif first_line == 2:
+        lin_col = next((lower.index(c) for c in LINEAGE_COLUMNS if c in lower), None)
     by_id: dict[str, tuple[str, str]] = {}
+    lineage_by_id: dict[str, str] = {}
     for lineno, row in enumerate(rows, start=first_line):
         if len(row) <= max(id_col, cls_col):
             raise InputError(f"{path}: line {lineno} has {len(row)} columns, expected more")
@@ -63,7 +82,14 @@ def read_labels(path: str | os.PathLike) -> Labels:
                 f"{path}: line {lineno}: '{gid}' is labelled both {by_id[gid][0]} and {cls}"
             )
         by_id[gid] = (cls, raw)
-    return Labels(by_id=by_id, source=str(path))
+        if lin_col is not None and len(row) > lin_col and row[lin_col].strip():
+            lineage_by_id[gid] = row[lin_col].strip()
+    return Labels(
+        by_id=by_id,
+        source=str(path),
+        lineage_by_id=lineage_by_id,
+        lineage_column=header[lin_col] if lin_col is not None else None,
+    )
 
 
 def class_from_filename(path: str | os.PathLike) -> str | None:

@@ -26,15 +26,16 @@ import numpy as np
 from bertgeom import __version__
 from bertgeom.columns import PREDICT, UNASSIGNED, select
 from bertgeom.config import PrepareConfig
-from bertgeom.errors import ArtifactError, InputError
+from bertgeom.errors import InputError
 from bertgeom.io.fasta import FastaReport, check_fasta, count_records, read_fasta
 from bertgeom.io.files import sha256_file
 from bertgeom.io.outputs import check_output_path, check_outputs, writing
 from bertgeom.io.rows import RowWriter, format_for, open_rows
 from bertgeom.io.stdin import STDIN, spooled_stdin
-from bertgeom.model.calibrate import OodModel, load_ood
+from bertgeom.model.assess import assess_calls
 from bertgeom.model.infer import check_batch_size, infer, resolve_device
 from bertgeom.model.metrics import softmax
+from bertgeom.model.openset import Detector, load_detectors
 from bertgeom.model.shipped import find_model, identity
 from bertgeom.model.store import ModelBundle, load_model_dir, weights_file
 from bertgeom.pipeline.calibrate import OOD_FILE
@@ -166,17 +167,12 @@ def run(
     )
 
 
-def _load_ood(model_path: Path, hidden_size: int) -> OodModel | None:
+def _load_ood(model_path: Path, hidden_size: int) -> Detector | None:
+    """The model's default open-set detector (None, with a warning, when it has none)."""
     ood_path = model_path / OOD_FILE
     if ood_path.is_file():
-        ood = load_ood(str(ood_path))
-        if ood.centroids.shape[1] != hidden_size:
-            raise ArtifactError(
-                f"{ood_path}: fitted on {ood.centroids.shape[1]}-dimensional embeddings, but the "
-                f"model's are {hidden_size} (not this model's detector; `bertgeom evaluate "
-                "--refit` fits it again)"
-            )
-        return ood
+        detectors, default = load_detectors(str(ood_path))
+        return detectors[default]
     print(
         f"predict: warning: {ood_path} is missing, so the ood columns stay empty "
         "(`bertgeom evaluate --refit` fits the detector)",
@@ -239,7 +235,7 @@ class _Classifier:
     """Classifies chunks of processed rows and writes them."""
 
     bundle: ModelBundle
-    ood: OodModel | None
+    ood: Detector | None
     stamp: dict[str, str]
     device: str
     batch_size: int
@@ -258,10 +254,21 @@ class _Classifier:
         )
         probs = softmax(result.logits.astype(np.float64), bundle.temperature)
         order = np.argsort(-probs, axis=1)
-        dist = ood.distances(result.cls) if ood is not None else None
-        flags = ood.flag(result.cls, probs.max(axis=1)) if ood is not None else None
-        position = {i: k for k, i in enumerate(ok)}
         finite = np.isfinite(result.logits).all(axis=1) & np.isfinite(probs).all(axis=1)  # (n,)
+        good = np.flatnonzero(finite)  # the constellation and open-set checks of finite rows
+        checks = assess_calls(
+            bundle.labels,
+            probs[good],
+            result.logits[good],
+            result.cls[good],
+            [rows[ok[k]]["spike"] for k in good],
+            [rows[ok[k]]["mutations"] for k in good],
+            ood,
+            bundle.temperature,
+        )
+        dist, flags = checks.ood_score, checks.ood
+        position = {i: k for k, i in enumerate(ok)}
+        checked = {k: j for j, k in enumerate(good)}
         for i, row in enumerate(rows):
             values = self._describe(row)
             k = position.get(i)
@@ -271,7 +278,10 @@ class _Classifier:
                 values["qc_reasons"] = "; ".join(filter(None, [row["qc_reasons"], NO_CALL]))
                 counts["nonfinite"] += 1
             elif k is not None:
-                top, second = order[k, 0], order[k, 1] if probs.shape[1] > 1 else order[k, 0]
+                j = checked[k]
+                top = int(checks.calls[j])  # the model's call, or the constellation check's
+                rest = [c for c in order[k] if c != top]
+                second = rest[0] if rest else top
                 label = bundle.labels[top]
                 values |= {
                     "predicted_class": label,
@@ -279,10 +289,16 @@ class _Classifier:
                     "runner_up": bundle.labels[second],
                     "runner_up_probability": float(probs[k, second]),
                     "margin": float(probs[k, top] - probs[k, second]),
-                    "ood": None if flags is None else bool(flags[k]),
-                    "ood_distance": None if dist is None else float(dist[k]),
+                    "ood": None if flags is None else bool(flags[j]),
+                    "ood_distance": None if dist is None else float(dist[j]),
+                    "support": None if checks.support[j] < 0 else int(checks.support[j]),
+                    "conflict": None if checks.conflict[j] < 0 else int(checks.conflict[j]),
+                    "model_class": bundle.labels[int(order[k, 0])],
+                    "note": checks.notes[j],
                 }
                 self.per_class[label] = self.per_class.get(label, 0) + 1
+                counts["ok"] += 1
+                counts["ood"] += int(flags is not None and bool(flags[j]))
                 counts["ok"] += 1
                 counts["ood"] += int(flags is not None and bool(flags[k]))
             else:

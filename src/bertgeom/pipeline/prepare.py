@@ -21,13 +21,24 @@ from bertgeom.config import PrepareConfig
 from bertgeom.errors import InputError
 from bertgeom.genome.process import SpikeProcessor, SpikeResult
 from bertgeom.genome.qc import QcThresholds
-from bertgeom.genome.split import assign_splits
+from bertgeom.genome.split import (
+    LineageSplit,
+    SplitResult,
+    assign_lineage_splits,
+    assign_splits,
+    lineage_group,
+)
 from bertgeom.io.fasta import FastaReport, check_fasta, count_records, read_fasta
 from bertgeom.io.files import atomic_path, write_tsv
 from bertgeom.io.manifest import describe_inputs, write_manifest
 from bertgeom.io.outputs import check_target, writing
 from bertgeom.io.spikes import SPIKES_FILE, SpikesWriter, iter_spike_batches
-from bertgeom.pipeline.labels import Labels, classes_from_filenames, read_labels
+from bertgeom.pipeline.labels import (
+    LINEAGE_COLUMNS,
+    Labels,
+    classes_from_filenames,
+    read_labels,
+)
 from bertgeom.resources import CLASSES
 
 _GAP_CHARS = str.maketrans("", "", "-_")
@@ -46,6 +57,51 @@ class PrepareSummary:
     labels_source: str
     unlabelled: int
     labels_not_in_input: int
+    split_by: str = "spike"
+    held_out_lineages: tuple[str, ...] = ()  # lineage groups kept out of training (test)
+    n_held_out: int = 0  # genomes of those groups
+
+
+def _check_lineage_split(
+    config: PrepareConfig, labels: Labels | None, labels_path: str | os.PathLike | None
+) -> None:
+    """A lineage split needs labels with a lineage column; checked before any alignment."""
+    if config.split_by != "lineage":
+        return
+    if labels is None:
+        raise InputError("prepare: --split-by lineage needs --labels with a lineage column")
+    if labels.lineage_column is None:
+        raise InputError(
+            f"{labels_path}: --split-by lineage needs a lineage column (one of "
+            f"{', '.join(LINEAGE_COLUMNS)}, or name it with lineage_column)"
+        )
+
+
+def _split(
+    keys: list[tuple[str, str | None, str, str]],
+    lineages: list[str | None],
+    config: PrepareConfig,
+) -> SplitResult | LineageSplit:
+    """The split ``config.split_by`` asks for."""
+    labels = [k[1] for k in keys]
+    spike_keys = [k[3] for k in keys]
+    eligible = [k[2] != "bad" for k in keys]
+    if config.split_by == "lineage":
+        return assign_lineage_splits(
+            labels,
+            [lineage_group(x, config.lineage_depth) for x in lineages],
+            spike_keys,
+            eligible,
+            config.val_fraction,
+            config.test_fraction,
+            config.held_out_fraction,
+            config.seed,
+            holdout=config.holdout_lineages,
+            min_lineages=config.min_lineages,
+        )
+    return assign_splits(
+        labels, spike_keys, eligible, config.val_fraction, config.test_fraction, config.seed
+    )
 
 
 def run(
@@ -63,7 +119,8 @@ def run(
         if not Path(p).exists():
             raise InputError(f"{p}: no such file")
     check_target(out_dir, [*paths, labels_path], stage="prepare")
-    labels = read_labels(labels_path) if labels_path is not None else None
+    labels = read_labels(labels_path, config.lineage_column) if labels_path is not None else None
+    _check_lineage_split(config, labels, labels_path)
     file_classes = None if labels is not None else classes_from_filenames(paths)
     check_fasta(paths)
     with writing(out_dir, inputs=[*paths, labels_path], stage="prepare") as out:
@@ -83,23 +140,20 @@ def _prepare(
     report = FastaReport()
     records = read_fasta(paths, dedupe=config.dedupe, report=report)  # type: ignore[arg-type]
     keys: list[tuple[str, str | None, str, str]] = []  # (id, label, qc, spike_key)
+    lineages: list[str | None] = []
     tmp_rows = out / f".{SPIKES_FILE}.rows.tmp"
     try:
         with SpikesWriter(tmp_rows, batch_size=config.batch_size) as writer:
             for row in process_genomes(records, config, total, progress):
                 label, raw = _label_of(row, labels, file_classes)
                 row["label"], row["label_raw"] = label, raw
+                row["lineage"] = labels.lineage_by_id.get(row["id"]) if labels else None
                 writer.write(row)
                 keys.append((row["id"], label, row["qc_status"], row["spike_key"]))
-        split = assign_splits(
-            labels=[k[1] for k in keys],
-            spike_keys=[k[3] for k in keys],
-            eligible=[k[2] != "bad" for k in keys],
-            val_fraction=config.val_fraction,
-            test_fraction=config.test_fraction,
-            seed=config.seed,
-        )
-        _write_with_splits(tmp_rows, out / SPIKES_FILE, split.splits, config.batch_size)
+                lineages.append(row["lineage"])
+        split = _split(keys, lineages, config)
+        held = getattr(split, "held_out", None) or (False,) * len(keys)
+        _write_with_splits(tmp_rows, out / SPIKES_FILE, split.splits, held, config.batch_size)
     finally:
         if tmp_rows.exists():
             tmp_rows.unlink()
@@ -130,6 +184,9 @@ def _prepare(
         labels_source=(labels.source if labels else "file names" if file_classes else "none"),
         unlabelled=sum(1 for k in keys if k[1] is None),
         labels_not_in_input=(len(set(labels.by_id) - ids_seen) if labels else 0),
+        split_by=config.split_by,
+        held_out_lineages=getattr(split, "held_out_lineages", ()),
+        n_held_out=sum(held),
     )
     inputs = describe_inputs(paths + ([str(labels_path)] if labels_path else []))
     write_manifest(
@@ -220,7 +277,9 @@ def result_row(
         "id": result.id,
         "label": None,
         "label_raw": None,
+        "lineage": None,
         "split": None,
+        "held_out": False,
         "qc_status": qc.status,
         "qc_reasons": "; ".join(qc.reasons),
         "spike": spike.aligned,
@@ -244,12 +303,19 @@ def result_row(
     }
 
 
-def _write_with_splits(src: Path, dst: Path, splits: Sequence[str | None], batch_size: int) -> None:
+def _write_with_splits(
+    src: Path,
+    dst: Path,
+    splits: Sequence[str | None],
+    held_out: Sequence[bool],
+    batch_size: int,
+) -> None:
     with atomic_path(dst) as tmp, SpikesWriter(tmp, batch_size=batch_size) as writer:
         i = 0
         for batch in iter_spike_batches(src, batch_size=batch_size):
             for row in batch:
                 row["split"] = splits[i]
+                row["held_out"] = bool(held_out[i])
                 writer.write(row)
                 i += 1
 
