@@ -127,12 +127,6 @@ def _summary(m: Metrics) -> dict[str, Any]:
     }
 
 
-PREDICTION_COLUMNS = (
-    "seq_id", "class", "lineage", "held_out", "predicted_class", "model_class", "probability",
-    "correct", "support", "conflict", "note", "mutations",
-)  # fmt: skip
-
-
 def _columns(prepared_dir: str | os.PathLike) -> tuple[str, ...]:
     """The training columns, plus ``lineage`` and ``held_out`` when the table has them (tables
     written before they existed do not)."""
