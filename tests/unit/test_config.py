@@ -151,7 +151,7 @@ def test_prepare_passes_every_qc_threshold_on():
         ("TrainConfig", {"batch_size": 0}, "batch_size must be >= 1"),
         ("TrainConfig", {"seed": -1}, "seed must be in 0..4294967295 (got -1)"),
         ("PrepareConfig", {"val_fraction": float("nan")}, "val_fraction must be a finite"),
-        ("AnalyzeConfig", {"perplexity": float("inf")}, "perplexity must be a finite number"),
+        ("AnalyzeConfig", {"embeddings": {"perplexity": float("inf")}}, "perplexity must be a"),
         ("SimulateConfig", {"seed": 2**32}, "seed must be in 0..4294967295"),
     ],
 )
