@@ -37,7 +37,7 @@ def test_evaluate_tabulates_held_out_lineages(shared_data, tiny_model, tmp_path,
         assert int(r["n"]) == int(r["right"]) + int(r["wrong_flagged"]) + int(r["wrong_unflagged"])
         assert (r["held_out"] == "true") == (r["lineage"] in held)
         mine = [p for p in preds if p["lineage"] == r["lineage"] and p["class"] == r["class"]]
-        flagged = sum(bool(p["note"]) for p in mine if p["correct"] == "0")
+        flagged = sum(bool(p["note"]) for p in mine if p["correct"] == "false")
         assert flagged == int(r["wrong_flagged"])
     calls = json.loads((out / "metrics.json").read_text())["calls"]
     assert calls["held_out"]["n"] == sum(r["held_out"] == "true" for r in preds)

@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from bertgeom.cli import main
 
 
@@ -67,7 +69,8 @@ def test_killed_mid_training_resumes_to_the_same_metrics(shared_data, tmp_path):
     assert main(["run", "--config", str(cfg), "--quiet"]) == 0
     ref = json.loads((tmp_path / "ref" / "evaluate" / "metrics.json").read_text())
     got = json.loads((tmp_path / "killed" / "evaluate" / "metrics.json").read_text())
-    assert got["calibrated"] == ref["calibrated"]
+    # the same weights; the calibration's float reductions may differ in the last bits
+    assert got["calibrated"] == pytest.approx(ref["calibrated"], rel=1e-6, abs=1e-9)
     assert got["per_class"] == ref["per_class"]
 
 

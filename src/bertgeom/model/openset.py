@@ -258,22 +258,36 @@ def save_detectors(detectors: dict[str, Detector], default: str, path: str) -> N
 
 def load_detectors(path: str) -> tuple[dict[str, Detector], str]:
     """Read detectors written by :func:`save_detectors` and the default method's name; an older
-    ``ood.npz`` (``centroids``, ``precision``, ``threshold``) reads as ``mahalanobis``."""
-    with np.load(path) as z:
+    ``ood.npz`` (``centroids``, ``precision``, ``threshold``) reads as ``mahalanobis``. Checked
+    against the model's manifest; a damaged file, or one whose arrays are not finite, is an
+    :class:`~bertgeom.errors.ArtifactError` naming it."""
+    from bertgeom.errors import ArtifactError
+    from bertgeom.io.files import reading
+    from bertgeom.io.manifest import verify_artifact
+
+    what = "bertgeom open-set detector file (.npz)"
+    fix = "`bertgeom evaluate --refit` fits it again"
+    with reading(verify_artifact(path), what, fix), np.load(path, allow_pickle=False) as z:
         names = set(z.files)
         floor = float(z["min_confidence"])
         if "method" not in names:
             arrays = {"centroids": z["centroids"], "precision": z["precision"]}
-            return {"mahalanobis": Detector("mahalanobis", float(z["threshold"]), floor, arrays)}, (
-                "mahalanobis"
-            )
-        out = {}
-        for method in (str(m) for m in z["methods"]):
-            prefix = f"{method}."
-            arrays = {
-                k[len(prefix) :]: z[k]
-                for k in names
-                if k.startswith(prefix) and k != f"{method}.threshold"
-            }
-            out[method] = Detector(method, float(z[f"{method}.threshold"]), floor, arrays)
-        return out, str(z["method"])
+            out = {"mahalanobis": Detector("mahalanobis", float(z["threshold"]), floor, arrays)}
+            default = "mahalanobis"
+        else:
+            out = {}
+            for method in (str(m) for m in z["methods"]):
+                prefix = f"{method}."
+                arrays = {
+                    k[len(prefix) :]: z[k]
+                    for k in names
+                    if k.startswith(prefix) and k != f"{method}.threshold"
+                }
+                out[method] = Detector(method, float(z[f"{method}.threshold"]), floor, arrays)
+            default = str(z["method"])
+    finite = all(
+        np.isfinite(a).all() for d in out.values() for a in d.arrays.values() if a.dtype.kind == "f"
+    )
+    if default not in out or not finite or np.isnan(floor):
+        raise ArtifactError(f"{path}: damaged or not a {what} ({fix})")
+    return out, default

@@ -134,7 +134,9 @@ def _columns(prepared_dir: str | os.PathLike) -> tuple[str, ...]:
 
     from bertgeom.model.data import TRAIN_COLUMNS, spikes_path
 
-    names = pq.ParquetFile(str(spikes_path(prepared_dir))).schema_arrow.names
+    path = spikes_path(prepared_dir)
+    with reading(path, "Parquet table (spikes.parquet)", "run `bertgeom prepare` again"):
+        names = pq.ParquetFile(str(path)).schema_arrow.names
     return TRAIN_COLUMNS + tuple(c for c in ("lineage", "held_out") if c in names)
 
 

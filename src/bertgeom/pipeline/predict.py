@@ -26,7 +26,7 @@ import numpy as np
 from bertgeom import __version__
 from bertgeom.columns import PREDICT, UNASSIGNED, select
 from bertgeom.config import PrepareConfig
-from bertgeom.errors import InputError
+from bertgeom.errors import ArtifactError, InputError
 from bertgeom.io.fasta import FastaReport, check_fasta, count_records, read_fasta
 from bertgeom.io.files import sha256_file
 from bertgeom.io.outputs import check_output_path, check_outputs, writing
@@ -172,6 +172,14 @@ def _load_ood(model_path: Path, hidden_size: int) -> Detector | None:
     ood_path = model_path / OOD_FILE
     if ood_path.is_file():
         detectors, default = load_detectors(str(ood_path))
+        for d in detectors.values():
+            for name, a in d.arrays.items():
+                if name in ("centroids", "class_centroids") and (a.ndim != 2 or a.shape[1] != hidden_size):
+                    raise ArtifactError(
+                        f"{ood_path}: its {d.method} detector was fitted on embeddings of shape "
+                        f"{a.shape[1:]}, but the model's are {hidden_size}-dimensional (not this "
+                        "model's detector; `bertgeom evaluate --refit` fits it again)"
+                    )
         return detectors[default]
     print(
         f"predict: warning: {ood_path} is missing, so the ood columns stay empty "
@@ -299,8 +307,6 @@ class _Classifier:
                 self.per_class[label] = self.per_class.get(label, 0) + 1
                 counts["ok"] += 1
                 counts["ood"] += int(flags is not None and bool(flags[j]))
-                counts["ok"] += 1
-                counts["ood"] += int(flags is not None and bool(flags[k]))
             else:
                 values["predicted_class"] = UNASSIGNED
                 counts["bad"] += 1

@@ -217,7 +217,6 @@ def _count_ood(model_dir: Path, prepared: Path, device: str, batch_size: int) ->
     """Test genomes the stored model flags as out of distribution."""
     import numpy as np
 
-    from bertgeom.model.calibrate import load_ood
     from bertgeom.model.data import load_split, sequences_for
     from bertgeom.model.infer import infer, resolve_device
     from bertgeom.model.metrics import softmax
@@ -228,5 +227,10 @@ def _count_ood(model_dir: Path, prepared: Path, device: str, batch_size: int) ->
     out = infer(bundle.model, bundle.vocab.encode(sequences_for(df, bundle.vocab.spec.mode)),
                 batch_size, dev)  # fmt: skip
     probs = softmax(out.logits.astype(np.float64), bundle.temperature)
-    ood = load_ood(str(model_dir / "ood.npz"))
-    return int(ood.flag(out.cls, probs.max(axis=1)).sum())
+    from bertgeom.model.openset import load_detectors
+
+    detectors, default = load_detectors(str(model_dir / "ood.npz"))
+    ood = detectors[default]
+    spikes = sequences_for(df, "aligned")
+    scores = ood.scores(out.logits, out.cls, spikes, bundle.temperature)
+    return int(ood.flag(scores, probs.max(axis=1)).sum())
