@@ -47,6 +47,8 @@ LOOSE: dict[str, tuple[dict[str, float], tuple[str, ...]]] = {
     # in another order in float32 moves it by ~3e-6; the genome-level t-test is left out where
     # the per-genome excess is float32 rounding noise (t NaN, not significant: a method fix)
     "domains": ({"z": 1e-5, "p_value": 1e-5}, ("t", "p_genome", "significant_genome")),
+    # insertions are written in Nextclade's notation now (S:143:T, was S:ins143T)
+    "genomes": ({}, ("mutations",)),
 }
 
 

@@ -29,13 +29,13 @@ SECTION_TITLES = (
     "Data and QC",
     "Training",
     "Classification",
-    "Attention maps and domains",
+    "Cone index",
     "Attention gates",
     "Directionality",
-    "Cone index",
-    "Entropies and spectra",
-    "Embeddings and separability",
     "Domain enrichment",
+    "Entropies and spectra",
+    "Attention maps and domains",
+    "Embeddings and separability",
     "Stream-point flow",
     "Methods",
 )
@@ -230,10 +230,13 @@ def _analyze(root: Path) -> None:
     names += [f"attention_{c}" for c in CLASSES] + [f"domains_{c}" for c in CLASSES]
     for i, name in enumerate(names):
         (d / "figures" / f"{name}.png").write_bytes(png(60, 40, (20 * i % 255, 120, 80)))
-    _manifest(d, "analyze", {"split": "test", "all_genomes": False, "window": 3, "alpha": 0.05,
-                             "map_methods": "pca,tsne,umap", "map_genomes": 2000,
-                             "perplexity": 30.0, "n_neighbors": 15},
-              {"n_genomes": 2, "notes": [UMAP_NOTE], "map_seconds": {"tsne": 1.0, "umap": 0.0}},
+    _manifest(d, "analyze", {"split": "test", "all_genomes": False,
+                             "measures": {"gates": {"window": 3}, "domains": {"alpha": 0.05},
+                                          "embeddings": {"maps": "pca,tsne,umap",
+                                                         "map_genomes": 2000, "perplexity": 30.0,
+                                                         "n_neighbors": 15}}},
+              {"n_genomes": 2, "notes": [UMAP_NOTE],
+               "embeddings": {"map_seconds": {"tsne": 1.0, "umap": 0.0}}},
               ["bertgeom", "analyze", "--note", "<i>x</i>"])  # fmt: skip
 
 

@@ -174,7 +174,9 @@ def _load_ood(model_path: Path, hidden_size: int) -> Detector | None:
         detectors, default = load_detectors(str(ood_path))
         for d in detectors.values():
             for name, a in d.arrays.items():
-                if name in ("centroids", "class_centroids") and (a.ndim != 2 or a.shape[1] != hidden_size):
+                if name in ("centroids", "class_centroids") and (
+                    a.ndim != 2 or a.shape[1] != hidden_size
+                ):
                     raise ArtifactError(
                         f"{ood_path}: its {d.method} detector was fitted on embeddings of shape "
                         f"{a.shape[1:]}, but the model's are {hidden_size}-dimensional (not this "

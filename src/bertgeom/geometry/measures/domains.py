@@ -108,7 +108,7 @@ class Domains(Measure):
             "attention share p1 (about 84 float32 units in the last place: genomes whose "
             "excesses agree to 5 significant digits are one observation, not n, and a mean "
             "excess below δ is float32 rounding of the attention maps); none when Σe² − n ē² is "
-            "at most 1e-10 ē² (float64 cancellation). Such cells have t = NaN and are not "
+            "at most 1e-10 ē² (float64 cancellation). Such cells have no t (NaN) and are not "
             "significant.",
             "t = ē / (s_e / √n),  e_g = share_g(attention) − share_g(tokens),  "
             f"tested only if s_e > δ and |ē| > δ,  δ = {SHARE_RESOLUTION:g} · p1",

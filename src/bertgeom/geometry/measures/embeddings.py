@@ -193,8 +193,8 @@ class Embeddings(Measure):
             "Fisher's criterion of the classes for the mean-pooled vectors at every stream "
             "point and layer, from the streamed per-class sums (float64) over the included "
             "genomes: between-class over within-class sum of squares; 0 when the class means "
-            "coincide, NaN without spread within classes (a within sum below 1e-10 of Σ‖x‖² is "
-            "rounding noise and counts as none).",
+            "coincide, undefined (NaN) without spread within classes (a within sum below 1e-10 "
+            "of Σ‖x‖² is rounding noise and counts as none).",
             "fisher = Σ_c n_c ‖μ_c − μ‖² / Σ_c Σ_{i∈c} ‖x_i − μ_c‖²",
         ),
         (

@@ -38,7 +38,7 @@ class Flow(Measure):
             "median over its genomes, then the mean of those medians over the classes), the "
             "effective rank (per class the mean over the spectra subset, then the mean over the "
             "classes) and Fisher's class separability of the mean-pooled vectors. relative is "
-            "NaN where s(p) = 0.",
+            "undefined (NaN) where s(p) = 0.",
             "delta = s(q) − s(p),  relative = delta / |s(p)|  for p → q in X → C → O → U → F → Y",
         ),
     )
