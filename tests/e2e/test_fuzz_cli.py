@@ -139,8 +139,8 @@ def damage(path: Path, how: str, where: float, seed: int) -> None:
 
 
 MODEL_FILES = (
-    "model.safetensors", "config.json", "vocab.txt", "tokenizer.json", "bertgeom_tokens.json",
-    "bertgeom_model.json", "manifest.json",
+    "model.safetensors", "config.json", "vocab.txt", "tokenizer_config.json",
+    "bertgeom_tokens.json", "bertgeom_model.json", "manifest.json",
 )  # fmt: skip
 
 
