@@ -57,6 +57,6 @@ step cuda_tests 60 $PY -m pytest -q -p no:cacheprovider tests/unit/test_geometry
   tests/integration/test_analyze.py -k "cuda or one_batch or resumes"
 step model_bench 120 $PY benchmarks/model.py --prepared "$P" --preset "$PRESET" --genomes 2048
 step analyze_bench 150 $PY benchmarks/analyze.py --prepared "$P" --preset "$PRESET" \
-  --genomes 256 "$GENOMES" --per-family
+  --genomes "$GENOMES"
 echo "total $(( $(date +%s) - start )) s"
 rm -rf "$WORK"
