@@ -70,7 +70,7 @@ def test_killed_mid_training_resumes_to_the_same_metrics(shared_data, tmp_path):
     ref = json.loads((tmp_path / "ref" / "evaluate" / "metrics.json").read_text())
     got = json.loads((tmp_path / "killed" / "evaluate" / "metrics.json").read_text())
     # the same weights; the calibration's float reductions may differ in the last bits
-    assert got["calibrated"] == pytest.approx(ref["calibrated"], rel=1e-6, abs=1e-9)
+    assert got["calibrated"] == pytest.approx(ref["calibrated"], rel=1e-5, abs=1e-7)
     assert got["per_class"] == ref["per_class"]
 
 

@@ -120,7 +120,16 @@ def _card(
     write_tsv(
         model_dir / TEST_PREDICTIONS,
         ["seq_id", "predicted_class", "probability"],
-        ([r[col["seq_id"]], r[col["predicted_class"]], r[col["probability"]]] for r in rows),
+        # the model's own calls (the card's metrics are the model's, before the constellation
+        # check that predict applies)
+        (
+            [
+                r[col["seq_id"]],
+                r[col.get("model_class", col["predicted_class"])],
+                r[col["probability"]],
+            ]
+            for r in rows
+        ),
     )
     n_ood = _count_ood(model_dir, run_path / "prepared", device, batch_size)
     prep = json.loads((run_path / "prepared" / "manifest.json").read_text(encoding="utf-8"))
