@@ -78,8 +78,12 @@ class EncoderGeometry:
 
     def class_mean_maps(self) -> np.ndarray | None:
         """(layer, head, class, q_pos, k_pos) class-mean attention (``maps`` measure)."""
-        maps = self.finish().get("maps")
-        return None if maps is None else maps.arrays.get("class_mean")
+        genomes = Genomes(self.ids, self.labels, np.ones(len(self.labels), bool), True)
+        for m in self.stream.measures:  # only the maps measure's own tables, not every measure's
+            if m.name == "maps":
+                maps = m.finish(genomes).get("maps")
+                return None if maps is None else maps.arrays.get("class_mean")
+        return None
 
 
 def measure_encoder(

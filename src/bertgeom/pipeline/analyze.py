@@ -128,8 +128,9 @@ def plan(
         Path(model_dir) / name for name in ("config.json", "vocab.txt", TOKENS_FILE)
     ]
     inputs = describe_inputs([Path(prepared_dir) / "spikes.parquet", *model_files])
+    options = config.options()  # resolved and validated once
     keep = (
-        _kept(y, config.options()["maps"].keep, len(classes))
+        _kept(y, options["maps"].keep, len(classes))
         if "maps" in {m.name for m in kept}
         else np.zeros(len(y), bool)
     )
@@ -144,7 +145,7 @@ def plan(
         keep_maps=keep,
         info=info,
         measures=kept,
-        options=config.options(),
+        options=options,
         inputs=inputs,
         device=dev,
         notes=list(notes),
