@@ -2,7 +2,7 @@
 
 Usage: python benchmarks/analyze.py --prepared PREPARED_DIR [--preset small base | --model DIR]
        [--genomes 256] [--batch 16] [--device cuda] [--only cone,gates,...]
-       [--memory 1000 10000]
+       [--memory 1000 10000] [--threads 2]
 
 Per preset (a randomly initialised classifier: speed does not depend on the weights) on a
 class-stratified sample of ``--genomes`` genomes (split "all"), in this one process and on the
@@ -177,9 +177,13 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--only", default="")
     ap.add_argument("--memory", nargs="*", type=int, default=[], help="sample sizes")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
     args = ap.parse_args()
 
     import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     device = (
         ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device

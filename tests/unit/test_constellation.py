@@ -154,3 +154,31 @@ def test_hard_negatives_carry_part_of_a_constellation():
         calls = set(call_mutations(spike, [], REF, CODE).mutations)
         s = constellation_support(calls, spike, cls)
         assert 2 <= s.support <= int(0.5 * s.total), (cls, s)  # D614G plus 1-3 events
+
+
+def test_the_detector_does_not_flag_a_call_the_constellation_confirms():
+    """An out-of-distribution score flags a call unless the genome carries its class's whole
+    covered constellation (none contradicted, most sites covered); ``ood`` keeps the verdict."""
+    from bertgeom.model.openset import Detector
+
+    full, full_calls = build(BETA)
+    masked, masked_calls = build(BETA, masked=(417,))  # 6 of 7 covered, all carried
+    sparse, sparse_calls = build(BETA, masked=(80, 215, 417, 484))  # 3 of 7 covered
+    short, short_calls = build([m for m in BETA if m != "S:K417N"])  # one conflict
+    spikes = [full, masked, sparse, short, REF]
+    texts = [",".join(c) for c in (full_calls, masked_calls, sparse_calls, short_calls, set())]
+    probs = np.zeros((5, len(CLASSES)))
+    probs[:4, CLASSES.index("beta")] = 0.9
+    probs[4, CLASSES.index("other")] = 0.9
+    probs[probs == 0] = 0.1 / (len(CLASSES) - 1)
+    logits = np.log(probs)
+    # ``msp``: one minus the top probability, above a threshold of 0.05 for every genome
+    detector = Detector("msp", threshold=0.05, min_confidence=0.0)
+    result = assess_calls(
+        CLASSES, probs, logits, np.zeros((5, 4)), spikes, texts, detector, override=False
+    )
+    assert result.ood is not None and result.ood.all()
+    assert result.confirmed.tolist() == [True, True, False, False, False]
+    assert result.flagged.tolist() == [False, False, True, True, True]
+    assert all(n.startswith("out of distribution: msp") for n in result.notes[2:])
+    assert result.support.tolist()[:4] == [len(BETA), len(BETA) - 1, 3, len(BETA) - 1]

@@ -30,6 +30,16 @@ import numpy as np
 from bertgeom.model.metrics import softmax
 
 METHODS = ("mahalanobis", "mahalanobis_class", "energy", "msp", "nearest_spike")
+#: What each method's score is, in a sentence's words (model cards, reports).
+METHOD_TEXT = {
+    "mahalanobis": "the Mahalanobis distance of the final [CLS] embedding to the nearest class "
+    "centroid (one shared covariance)",
+    "mahalanobis_class": "the Mahalanobis distance of the final [CLS] embedding to the centroid "
+    "of the predicted class, under that class's covariance shrunk towards the shared one",
+    "energy": "the energy score -logsumexp(logits)",
+    "msp": "one minus the calibrated top probability",
+    "nearest_spike": "the number of nucleotide differences to the nearest training spike",
+}
 #: The method ``predict`` uses unless told otherwise. Measured on the lineage-disjoint split of
 #: ../shared/data (README): it flags the most wrong calls (AUROC 0.998 of wrong against right
 #: calls, with ``mahalanobis``) while flagging the fewest correct in-distribution calls (0.75 %;

@@ -63,7 +63,8 @@ def held_out_tables(
             thresholds[name] = det.threshold
         for name in detectors:  # what predict would flag with each method as the default
             both = f"{name} + constellation" + (" (default)" if name == default else "")
-            scores[both], flags[both] = None, flags[name] | constellation.flagged
+            confirmed = constellation.confirmed
+            scores[both], flags[both] = None, (flags[name] & ~confirmed) | constellation.flagged
         open_rows = open_set_rows(scores, flags, thresholds, model_correct, held)
     summary = _summary(correct, flagged, held)
     summary["model"] = _summary(model_correct, flagged, held)

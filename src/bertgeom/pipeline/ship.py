@@ -131,7 +131,7 @@ def _card(
             for r in rows
         ),
     )
-    n_ood = _count_ood(model_dir, run_path / "prepared", device, batch_size)
+    n_ood, n_flagged, method = _count_ood(model_dir, run_path / "prepared", device, batch_size)
     prep = json.loads((run_path / "prepared" / "manifest.json").read_text(encoding="utf-8"))
     train = json.loads((run_path / "model" / "manifest.json").read_text(encoding="utf-8"))
     cfg = meta["train_config"]
@@ -186,12 +186,14 @@ def _card(
             "ece": metrics.reliability.ece,
             "ece_uncalibrated": raw["uncalibrated"]["ece"],
             "n_ood": n_ood,
+            "n_flagged": n_flagged,
             "per_class": [asdict(c) for c in metrics.per_class],
         },
         "calibration": {
             k: meta["calibration"][k]
             for k in ("temperature", "ood_threshold", "ood_quantile", "ood_min_confidence")
-        },
+        }
+        | {"ood_method": method},
         "qc": {k: pcfg[k] for k in qc_keys},
         "weights": {
             "file": WEIGHTS,
@@ -222,8 +224,11 @@ def _prod(shape: list[int]) -> int:
     return out
 
 
-def _count_ood(model_dir: Path, prepared: Path, device: str, batch_size: int) -> int:
-    """Test genomes the stored model flags as out of distribution."""
+def _count_ood(
+    model_dir: Path, prepared: Path, device: str, batch_size: int
+) -> tuple[int, int, str]:
+    """Test genomes the stored model's detector calls out of distribution, test calls flagged
+    (a note: detector or constellation check, as ``predict`` writes them), and the method."""
     import numpy as np
 
     from bertgeom.model.data import load_split, sequences_for
@@ -242,4 +247,11 @@ def _count_ood(model_dir: Path, prepared: Path, device: str, batch_size: int) ->
     ood = detectors[default]
     spikes = sequences_for(df, "aligned")
     scores = ood.scores(out.logits, out.cls, spikes, bundle.temperature)
-    return int(ood.flag(scores, probs.max(axis=1)).sum())
+    from bertgeom.model.assess import assess_calls
+
+    checks = assess_calls(
+        bundle.labels, probs, out.logits, out.cls, spikes, df.mutations.fillna("").tolist(),
+        ood, bundle.temperature,
+    )  # fmt: skip
+    n_ood = int(ood.flag(scores, probs.max(axis=1)).sum())
+    return n_ood, int(checks.flagged.sum()), ood.method

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from bertgeom.model.openset import METHOD_TEXT
+
 
 def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
     out = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
@@ -91,6 +93,7 @@ def render_card(card: dict[str, Any]) -> str:
         ],
     )  # fmt: skip
     cal = card["calibration"]
+    method = cal.get("ood_method", "mahalanobis_class")
     lines += [
         "",
         "## Calibration and out-of-distribution flag",
@@ -99,11 +102,14 @@ def render_card(card: dict[str, Any]) -> str:
         f"calibration error on the test split (15 equal-width bins): {_f(t['ece'])} calibrated, "
         f"{_f(t['ece_uncalibrated'])} before scaling.",
         "",
-        f"`ood` is true when the Mahalanobis distance of the final [CLS] embedding to the "
-        f"nearest class centroid exceeds {_f(cal['ood_threshold'], 2)} (the "
-        f"{cal['ood_quantile']} quantile over the training genomes) or the calibrated "
-        f"probability is below {cal['ood_min_confidence']}. Test genomes flagged: "
-        f"{t['n_ood']} of {t['n']}.",
+        f"`ood` is true when the score of the `{method}` detector "
+        f"({METHOD_TEXT.get(method, method)}) exceeds "
+        f"{_f(cal['ood_threshold'], 2)} (the {cal['ood_quantile']} quantile over the correctly "
+        f"classified validation genomes) or the calibrated probability is below "
+        f"{cal['ood_min_confidence']}: {t['n_ood']} of {t['n']} test genomes. A call is flagged "
+        "(`note`) by the constellation check, or by `ood` unless the constellation confirms it "
+        "(every covered core defining site of the class carried, none contradicted): "
+        f"{t.get('n_flagged', t['n_ood'])} of {t['n']} test calls flagged.",
         "",
         "## QC thresholds",
         "",
