@@ -7,6 +7,8 @@ first, [CLS] at 0, [SEP] at n - 1, PAD rows and columns zero) and return one val
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -63,10 +65,11 @@ class RowStatistics:
 def row_statistics(attn: Tensor, coverage: float = 0.9, tol: float = 1e-6) -> RowStatistics:
     """Row entropy, attention distance and metastable k of every row, in one pass.
 
-    On the CPU one (genome, head) matrix at a time: its rows are read while in cache, the
-    temporaries go to one reused buffer (no large block is allocated, none is page-faulted in),
-    the entropy takes ``a ln max(a, tiny)`` (the vectorised log; 0 for a = 0, the same as
-    ``xlogy`` up to its last bit) and the metastable k sorts the matrix's rows (numpy).
+    On the CPU one (genome, head) matrix at a time, in numpy, the matrices split among
+    ``torch.get_num_threads()`` threads: its rows are read while in cache, the temporaries go
+    to one reused buffer per thread (no large block is allocated), the entropy takes
+    ``a ln max(a, tiny)`` (the vectorised log; 0 for a = 0, the same as ``xlogy`` up to its
+    last bit) and the metastable k sorts the matrix's rows (numpy).
     Elsewhere the batch at once through ``row_entropy``, ``mean_distance`` and
     ``metastable_k``.
 
@@ -87,32 +90,53 @@ def row_statistics(attn: Tensor, coverage: float = 0.9, tol: float = 1e-6) -> Ro
     shape = attn.shape[:-1]
     a = attn.detach().resolve_neg()
     a = a if a.dtype in (torch.float32, torch.float64) else a.float()
-    flat = a.reshape(-1, p, p)
-    idx = torch.arange(p, dtype=a.dtype)
-    far = (idx[:, None] - idx[None, :]).abs()
-    tiny = torch.finfo(a.dtype).tiny
-    entropy = a.new_empty(flat.shape[:-1])
-    distance = a.new_empty(flat.shape[:-1])
+    flat = a.contiguous().reshape(-1, p, p).numpy()
+    entropy = np.empty(flat.shape[:-1], dtype=flat.dtype)
+    distance = np.empty(flat.shape[:-1], dtype=flat.dtype)
     k = np.empty(flat.shape[:-1], dtype=np.int64)
-    buf = a.new_empty((p, p))
-    low = buf.numpy()
-    wide = np.empty((p, p))
+    idx = np.arange(p, dtype=flat.dtype)
+    far = np.abs(idx[:, None] - idx[None, :])
+    tiny = np.finfo(flat.dtype).tiny
     target = coverage - tol
-    for i in range(flat.shape[0]):
-        m = flat[i]
-        low[...] = m.numpy()
-        low.sort(axis=-1)
-        k[i] = _first_reaching_sorted(low, target, wide)
-        torch.clamp(m, min=tiny, out=buf).log_().mul_(m)
-        torch.sum(buf, -1, out=entropy[i])
-        torch.mul(m, far, out=buf)
-        torch.sum(buf, -1, out=distance[i])
+
+    def work(lo: int, hi: int) -> None:
+        # numpy releases the GIL in each call: the chunks run on as many cores as torch uses
+        buf = np.empty((p, p), dtype=flat.dtype)
+        wide = np.empty((p, p))
+        for i in range(lo, hi):
+            m = flat[i]
+            np.copyto(buf, m)
+            buf.sort(axis=-1)
+            k[i] = _first_reaching_sorted(buf, target, wide)
+            np.maximum(m, tiny, out=buf)
+            np.log(buf, out=buf)
+            buf *= m
+            buf.sum(-1, out=entropy[i])
+            np.multiply(m, far, out=buf)
+            buf.sum(-1, out=distance[i])
+
+    _in_chunks(work, flat.shape[0])
     dtype = attn.dtype
     return RowStatistics(
-        entropy.neg_().view(shape).to(dtype),
-        distance.view(shape).to(dtype),
+        torch.from_numpy(entropy).neg_().view(shape).to(dtype),
+        torch.from_numpy(distance).view(shape).to(dtype),
         torch.from_numpy(k).view(shape).to(dtype),
     )
+
+
+def _in_chunks(work: Callable[[int, int], None], n: int) -> None:
+    """``work(lo, hi)`` over [0, n) in ``torch.get_num_threads()`` contiguous chunks, on as
+    many threads (one chunk, in this thread, when torch uses one)."""
+    threads = max(1, min(torch.get_num_threads(), n))
+    if threads == 1:
+        work(0, n)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    bounds = np.linspace(0, n, threads + 1).astype(int)
+    with ThreadPoolExecutor(threads) as pool:
+        for f in [pool.submit(work, int(a), int(b)) for a, b in itertools.pairwise(bounds)]:
+            f.result()
 
 
 def contextual_mass(attn: Tensor, window: int, forward: bool) -> Tensor:
@@ -260,7 +284,9 @@ def top_singular_share(
     ``m``. ``s_1`` is the largest singular value of the bidiagonal matrix of ``iterations``
     Golub-Kahan-Lanczos steps (full reorthogonalisation) started from the all-ones vector: for
     non-negative matrices such as attention the top singular vectors are non-negative
-    (Perron-Frobenius), so the start is never orthogonal to them. The estimate is a lower bound,
+    (Perron-Frobenius), so the start is never orthogonal to them. On the CPU the steps stop
+    early once every matrix's s_1 moved by at most :data:`LANCZOS_RTOL` (relative) in a step
+    (elsewhere all ``iterations`` run: no host synchronisation). The estimate is a lower bound,
     exact once ``iterations`` reaches the rank, and converges much faster than power iteration:
     in float64, 4 steps agree with the SVD to 3e-9 on the real model's attention maps and 8
     steps to 4e-9 on random softmax matrices (power iteration needed 50 steps for 4e-6). Each
@@ -304,6 +330,9 @@ def top_singular_share(
         return x - q @ (q.transpose(-1, -2) @ x)
 
     k = max(1, min(iterations, *m.shape[-2:]))
+    # on the CPU (no device to keep busy) the steps stop once s_1 has converged
+    early = m.device.type == "cpu"
+    previous: Tensor | None = None
     v = torch.ones((*m.shape[:-2], m.shape[-1], 1), dtype=m.dtype, device=m.device)
     if c is not None:
         v = v * c
@@ -330,11 +359,28 @@ def top_singular_share(
         us.append(u)
         vs.append(v_next)
         u_prev, v = u, v_next
-    bidiagonal = torch.diag_embed(torch.stack(alphas, -1))
-    if k > 1:
-        bidiagonal = bidiagonal + torch.diag_embed(torch.stack(betas[:-1], -1), offset=1)
-    top = torch.linalg.svdvals(bidiagonal)[..., 0] ** 2
+        if early and len(alphas) < k:
+            top = _bidiagonal_top(alphas, betas)
+            if previous is not None and bool(
+                ((top - previous).abs() <= LANCZOS_RTOL * top.abs()).all()
+            ):
+                break
+            previous = top
+    top = _bidiagonal_top(alphas, betas) ** 2
     return torch.where(fro > 0, top / fro.clamp(min=1e-30), 0.0).clamp(0.0, 1.0)
+
+
+#: ``top_singular_share`` on the CPU stops its Lanczos steps once s_1 of every matrix changed by
+#: at most this much (relative) in the last step.
+LANCZOS_RTOL = 1e-10
+
+
+def _bidiagonal_top(alphas: list[Tensor], betas: list[Tensor]) -> Tensor:
+    """Largest singular value of the upper bidiagonal matrix of Lanczos steps so far."""
+    bidiagonal = torch.diag_embed(torch.stack(alphas, -1))
+    if len(alphas) > 1:
+        bidiagonal = bidiagonal + torch.diag_embed(torch.stack(betas[:-1], -1), offset=1)
+    return torch.linalg.svdvals(bidiagonal)[..., 0]
 
 
 def key_profile(attn: Tensor, rows: Tensor | None, keys: Tensor) -> tuple[Tensor, Tensor]:
