@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bertgeom.config import TrainConfig
 from bertgeom.errors import ArtifactError, InputError
 from bertgeom.io.outputs import check_target, writing
+
+if TYPE_CHECKING:
+    from bertgeom.model.distributed import World
 
 
 def _check_paths(
@@ -73,7 +76,7 @@ def _run(
     config: TrainConfig,
     resume: bool,
     progress: bool,
-    world: Any,
+    world: World,
 ) -> Any:
     _check_paths(prepared_dir, out_dir, config, "train")
     _check_init_from(config)
