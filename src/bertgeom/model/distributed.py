@@ -244,14 +244,6 @@ def from_main(obj: Any, world: World) -> Any:
     return box[0]
 
 
-def barrier(world: World) -> None:
-    """Wait until every rank gets here."""
-    if world.distributed:
-        import torch.distributed as dist
-
-        dist.barrier()
-
-
 def wrap_forward(model: Any, forward: Any, world: World) -> Any:
     """``forward(input_ids, attention_mask)`` inside a module that DDP wraps, for several
     processes (``forward`` itself for one). ``model`` is the module owning the parameters."""
