@@ -152,6 +152,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     result = train.run(
         args.prepared, args.out, config, resume=args.resume, progress=not _quiet(args)
     )
+    from bertgeom.model.distributed import launched
+
+    if not launched().main:  # under torchrun: rank 0 reports
+        return 0
     _say(
         args,
         f"trained {config.preset} on {result.n_train} genomes (val {result.n_val}): best "
@@ -707,6 +711,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning
+            from bertgeom.model.distributed import check_command
+
+            check_command(args.command)  # under torchrun: train only
             status = int(args.func(args))
         sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's last flush
         return status

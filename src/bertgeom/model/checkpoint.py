@@ -4,6 +4,10 @@ A checkpoint is a ``torch.save`` dict that ``torch.load(weights_only=True)`` rea
 optimiser and scheduler state dicts, the run's position and bookkeeping (``progress``), every
 RNG state, the config (as a dict), the vocabulary tokens and the class labels. It is written
 atomically (temporary file, then rename), so an interrupted write leaves the previous one.
+
+A run of several ``torchrun`` processes (:mod:`bertgeom.model.distributed`) also records its
+``world_size`` and, in ``rank_rng``, every rank's RNG states (``rng`` is rank 0's); it resumes
+only at the same world size, each rank with its own states.
 """
 
 from __future__ import annotations
@@ -37,16 +41,22 @@ def save_checkpoint(
     vocab: Vocabulary,
     labels: tuple[str, ...],
     data_sha256: str,
+    rank_rng: list[dict[str, Any]] | None = None,
 ) -> None:
     """Write a checkpoint; ``parts`` maps ``model``/``optimizer``/``scheduler`` to objects with a
-    ``state_dict()``; ``data_sha256`` is the prepared data's fingerprint. The current RNG states
-    are taken here."""
+    ``state_dict()``; ``data_sha256`` is the prepared data's fingerprint. ``rank_rng`` holds
+    every rank's RNG states (:func:`bertgeom.model.loop.rng_states`) in rank order; None: one
+    process, whose current states are taken here."""
     import torch
 
+    rank_rng = rank_rng or [loop.rng_states()]
     ckpt = {name: obj.state_dict() for name, obj in parts.items()}
+    if len(rank_rng) > 1:
+        ckpt["rank_rng"] = rank_rng
     ckpt |= {
         "progress": progress,
-        "rng": loop.rng_states(),
+        "rng": rank_rng[0],
+        "world_size": len(rank_rng),
         "config": dataclasses.asdict(config),
         "vocab": {
             "tokens": list(vocab.tokens),
@@ -62,10 +72,11 @@ def save_checkpoint(
 
 
 def load_checkpoint(
-    path: Path, config: TrainConfig, data_sha256: str, mmap: bool = False
+    path: Path, config: TrainConfig, data_sha256: str, mmap: bool = False, world_size: int = 1
 ) -> dict[str, Any]:
-    """Read a checkpoint and check that ``config`` may resume it on data ``data_sha256``
-    (``mmap``: map the tensors instead of reading them, for a check before the real load).
+    """Read a checkpoint and check that ``config`` may resume it on data ``data_sha256`` with
+    ``world_size`` processes (``mmap``: map the tensors instead of reading them, for a check
+    before the real load).
 
     Raises
     ------
@@ -74,6 +85,8 @@ def load_checkpoint(
     StaleCheckpointError
         The checkpoint was written for other prepared data (or records none), or ``config``
         differs from its config in an option outside ``RESUMABLE_CHANGES``.
+    ConfigError
+        The checkpoint was written by another number of processes.
     """
     import torch
 
@@ -99,7 +112,18 @@ def load_checkpoint(
     if changed:
         detail = ", ".join(f"{k} {saved.get(k)!r} -> {now[k]!r}" for k in changed)
         raise StaleCheckpointError(f"{path}: cannot resume with a different config ({detail})")
+    saved_world = int(ckpt.get("world_size", 1))
+    if saved_world != world_size:
+        raise ConfigError(
+            f"{path}: cannot resume: written by {_processes(saved_world)}, resumed by "
+            f"{_processes(world_size)}; resume with the same torchrun --nnodes x "
+            "--nproc-per-node (each rank continues its own random draws), or train anew"
+        )
     return ckpt
+
+
+def _processes(n: int) -> str:
+    return "1 process" if n == 1 else f"{n} processes (torchrun)"
 
 
 def checkpoint_vocabulary(ckpt: dict[str, Any]) -> Vocabulary:
@@ -113,12 +137,14 @@ def checkpoint_vocabulary(ckpt: dict[str, Any]) -> Vocabulary:
     )
 
 
-def restore_states(ckpt: dict[str, Any], parts: dict[str, Any], labels: tuple[str, ...]) -> None:
-    """Load the state dicts of ``parts`` and the RNG states from ``ckpt``."""
+def restore_states(
+    ckpt: dict[str, Any], parts: dict[str, Any], labels: tuple[str, ...], rank: int = 0
+) -> None:
+    """Load the state dicts of ``parts`` and the RNG states of process ``rank`` from ``ckpt``."""
     if tuple(ckpt["labels"]) != labels:
         raise ArtifactError(
             f"checkpoint classes {ckpt['labels']} differ from the data's {list(labels)}"
         )
     for name, obj in parts.items():
         obj.load_state_dict(ckpt[name])
-    loop.set_rng_states(ckpt["rng"])
+    loop.set_rng_states(ckpt["rank_rng"][rank] if "rank_rng" in ckpt else ckpt["rng"])

@@ -12,6 +12,10 @@ Exact resume: epoch ``e`` visits rows in an order derived only from ``(seed, e)`
 checkpoint holds the model, optimiser, scheduler, position (epoch, batch, step), bookkeeping and
 every RNG state, so an interrupted run resumed on the same device ends with the weights of an
 uninterrupted one.
+
+Under ``torchrun`` (several processes, :mod:`bertgeom.model.distributed`) each rank trains on
+its slice of every global batch; rank 0 alone validates and writes, and the checkpoint holds
+the world size and every rank's RNG states (resume needs the same world size).
 """
 
 from __future__ import annotations
@@ -32,8 +36,9 @@ from bertgeom.errors import ArtifactError, ConfigError, TrainingError
 from bertgeom.io.files import reading, sha256_file, write_tsv
 from bertgeom.io.manifest import describe_inputs, write_manifest
 from bertgeom.model import checkpoint as ckpt_io
-from bertgeom.model import data, fastpath, loop
+from bertgeom.model import data, distributed, fastpath, loop
 from bertgeom.model.checkpoint import CHECKPOINT, RESUMABLE_CHANGES
+from bertgeom.model.distributed import World
 from bertgeom.model.hardneg import hard_negatives
 from bertgeom.model.metrics import macro_f1
 from bertgeom.model.pretrain import pretrain, read_pretrain_meta
@@ -218,34 +223,40 @@ class _Run:
     data: _Data
     state: _Progress
     n_batches: int
-    forward: Any = None  # ids, mask -> logits (fastpath), or its torch.compile wrapper
+    forward: Any = None  # ids, mask -> logits (fastpath), or its DDP / torch.compile wrapper
     data_sha256: str = ""  # of the prepared spikes table: the checkpoint's data fingerprint
+    world: World = field(default_factory=World)  # the torchrun processes (one by default)
 
 
 def _train_epoch(run: _Run, bar: Any) -> tuple[float, int, float]:
     """Train from ``state.batch`` to the end of epoch ``state.epoch`` or to ``max_steps``.
 
-    Returns the mean loss, the number of spikes seen and the seconds spent.
+    Returns the mean loss, the number of spikes seen and the seconds spent (over all ranks:
+    the global batches).
     """
     import torch
-    import torch.nn.functional as F
 
-    cfg, st, d, rt = run.config, run.state, run.data, run.rt
+    cfg, st, d, rt, world = run.config, run.state, run.data, run.rt, run.world
     order = data.epoch_order(d.y_train, st.epoch, cfg.seed, cfg.balance)
     weight = None if d.weights is None else torch.from_numpy(d.weights).to(rt.device)
     losses: list[Any] = []  # on the device: read back for the bar every 10 steps and at the end
     seen, t0 = 0, time.perf_counter()
     run.model.train()
     while st.batch < run.n_batches and not (cfg.max_steps and st.step >= cfg.max_steps):
-        idx = order[st.batch * cfg.batch_size : (st.batch + 1) * cfg.batch_size]
+        rows = order[st.batch * cfg.batch_size : (st.batch + 1) * cfg.batch_size]
+        idx = distributed.rank_rows(rows, world)
+        empty = len(idx) == 0  # fewer rows than ranks: one row with weight 0 joins the step
+        idx = rows[:1] if empty else idx
         batch = {k: v.to(rt.device) for k, v in data.collate(d.x_train[idx]).items()}
         target = torch.from_numpy(d.y_train[idx]).to(rt.device)
         with loop.autocast(rt):
             logits = run.forward(**batch).float()  # (batch, n_classes)
-        loss = F.cross_entropy(logits, target, weight=weight)
+        w_rows = None if d.weights is None else d.weights[d.y_train[rows]].astype(np.float64)
+        denominator = len(rows) if w_rows is None else float(w_rows.sum())  # global batch's
+        loss = distributed.rank_loss(logits, target, weight, denominator, world, empty)
         loop.optimizer_step(run.model, run.opt, run.sched, loss, cfg.grad_clip)
-        losses.append(loss.detach())
-        st.batch, st.step, seen = st.batch + 1, st.step + 1, seen + len(idx)
+        losses.append(distributed.mean_over_ranks(loss.detach(), world))
+        st.batch, st.step, seen = st.batch + 1, st.step + 1, seen + len(rows)
         bar.update()
         if st.step % 10 == 0 or st.batch == run.n_batches:
             recent = float(torch.stack(losses[-20:]).double().mean())
@@ -302,7 +313,7 @@ def _parts(run: _Run) -> dict[str, Any]:
     return {"model": run.model, "optimizer": run.opt, "scheduler": run.sched}
 
 
-def _setup(prepared: Path, out: Path, config: TrainConfig, resume: bool) -> _Run:
+def _setup(prepared: Path, out: Path, config: TrainConfig, resume: bool, world: World) -> _Run:
     """Data, model, optimiser and position of a new or resumed run."""
     import torch
 
@@ -310,24 +321,30 @@ def _setup(prepared: Path, out: Path, config: TrainConfig, resume: bool) -> _Run
         raise ArtifactError(f"{out / CHECKPOINT} exists: resume it, or choose a new output dir")
     if config.threads > 0:
         torch.set_num_threads(config.threads)
-    rt = loop.runtime(config)
+    rt = distributed.place(loop.runtime(config), world)
     loop.seed_everything(config.seed)
     data_sha = sha256_file(data.spikes_path(prepared))
-    ckpt = ckpt_io.load_checkpoint(out / CHECKPOINT, config, data_sha) if resume else None
+    ckpt = (
+        ckpt_io.load_checkpoint(out / CHECKPOINT, config, data_sha, world_size=world.size)
+        if resume
+        else None
+    )
     vocab = ckpt_io.checkpoint_vocabulary(ckpt) if ckpt else _pretrained_vocab(config)
     d = _load_data(prepared, config, vocab)
     model = _build_model(config, d, rt)
+    distributed.seed_rank(config.seed, world)
     n_batches = math.ceil(len(d.y_train) / config.batch_size)
     opt, sched = loop.build_optimizer(model, config, config.epochs * n_batches)
-    forward = functools.partial(fastpath.logits, model)  # logits only: see fastpath
-    forward = torch.compile(forward) if config.compile else forward
-    run = _Run(model, opt, sched, rt, config, d, _Progress(), n_batches, forward, data_sha)
+    run = _Run(model, opt, sched, rt, config, d, _Progress(), n_batches, None, data_sha, world)
     if ckpt is not None:
-        ckpt_io.restore_states(ckpt, _parts(run), d.labels)
+        ckpt_io.restore_states(ckpt, _parts(run), d.labels, rank=world.rank)
         if rt.device.type != "cuda":  # a CUDA checkpoint resumed elsewhere: no fused kernel
             for group in opt.param_groups:
                 group["fused"] = False
         run.state = _Progress(**ckpt["progress"])
+    forward = functools.partial(fastpath.logits, model)  # logits only: see fastpath
+    forward = distributed.wrap_forward(model, forward, world)  # DDP sees this forward
+    run.forward = torch.compile(forward) if config.compile else forward
     return run
 
 
@@ -337,6 +354,7 @@ def train(
     config: TrainConfig,
     resume: bool = False,
     progress: bool = True,
+    world: World | None = None,
 ) -> TrainResult:
     """Train a spike classifier; see the module docstring for what is written.
 
@@ -353,36 +371,51 @@ def train(
         ``RESUMABLE_CHANGES`` may differ from the interrupted run's.
     progress
         Show a progress bar (loss, spikes/s) on stderr.
+    world
+        This process among the ``torchrun`` processes (:func:`bertgeom.model.distributed.session`
+        joins their group); None: one process. Only rank 0 writes ``out_dir``.
     """
     t_start, prepared, out = time.perf_counter(), Path(prepared_dir), Path(out_dir)
-    run = _setup(prepared, out, config, resume)
-    out.mkdir(parents=True, exist_ok=True)
+    world = world or World()
+    run = _setup(prepared, out, config, resume, world)
+    if world.main:
+        out.mkdir(parents=True, exist_ok=True)
     total = config.epochs * run.n_batches
-    bar = loop.progress_bar(total, run.state.step, "train", progress)
+    bar = loop.progress_bar(total, run.state.step, "train", progress and world.main)
     with bar, loop.quiet_transformers():
         while not _should_stop(config, run.state):
             t0 = time.perf_counter()
             loss, seen, secs = _train_epoch(run, bar)
             if seen == 0:
                 break
-            row = {"epoch": run.state.epoch + 1, "step": run.state.step, "train_loss": loss}
-            row |= evaluate(
-                run.model, run.data.x_val, run.data.y_val, 2 * config.batch_size, run.rt
-            )
-            loop.check_loss(row["val_loss"], run.state.step, config.lr, "validation loss")
-            row |= {"lr": run.sched.get_last_lr()[0], "spikes_per_s": seen / secs}
-            row["seconds"] = time.perf_counter() - t0
-            _end_period(run, out, row)
-            ckpt_io.save_checkpoint(
-                out / CHECKPOINT, _parts(run), dataclasses.asdict(run.state), config,
-                run.data.vocab, run.data.labels, run.data_sha256,
-            )  # fmt: skip
+            rank_rng = distributed.gather_to_main(loop.rng_states(), world)
+            if world.main:
+                row = {"epoch": run.state.epoch + 1, "step": run.state.step, "train_loss": loss}
+                row |= {"spikes_per_s": seen / secs, "lr": run.sched.get_last_lr()[0]}
+                _end_validation(run, out, row, t0, rank_rng)
+            # rank 0's position and bookkeeping, hence its early-stopping decision, everywhere
+            run.state = _Progress(**distributed.from_main(dataclasses.asdict(run.state), world))
     return _finish(prepared, out, run, time.perf_counter() - t_start)
+
+
+def _end_validation(
+    run: _Run, out: Path, row: dict[str, float], t0: float, rank_rng: list[Any] | None
+) -> None:
+    """Rank 0: validate, record the row, keep the best model, write the checkpoint."""
+    config = run.config
+    row |= evaluate(run.model, run.data.x_val, run.data.y_val, 2 * config.batch_size, run.rt)
+    loop.check_loss(row["val_loss"], run.state.step, config.lr, "validation loss")
+    row["seconds"] = time.perf_counter() - t0
+    _end_period(run, out, row)
+    ckpt_io.save_checkpoint(
+        out / CHECKPOINT, _parts(run), dataclasses.asdict(run.state), config,
+        run.data.vocab, run.data.labels, run.data_sha256, rank_rng=rank_rng,
+    )  # fmt: skip
 
 
 def _finish(prepared: Path, out: Path, run: _Run, seconds: float) -> TrainResult:
     st, d = run.state, run.data
-    if not (out / WEIGHTS).is_file():
+    if run.world.main and not (out / WEIGHTS).is_file():
         raise ArtifactError(f"{out}: training stopped before its first validation; no model saved")
     outputs = ["config.json", WEIGHTS, *TOKENIZER_FILES, MODEL_META, HISTORY]
     summary = {
@@ -393,8 +426,9 @@ def _finish(prepared: Path, out: Path, run: _Run, seconds: float) -> TrainResult
         "n_val": len(d.y_val),
         "seconds": round(seconds, 1),
     }
-    inputs = describe_inputs([data.spikes_path(prepared)])
-    write_manifest(out, "train", inputs, run.config, outputs, summary=summary)
+    if run.world.main:
+        inputs = describe_inputs([data.spikes_path(prepared)])
+        write_manifest(out, "train", inputs, run.config, outputs, summary=summary)
     return TrainResult(
         out_dir=out,
         best_epoch=st.best_epoch,
