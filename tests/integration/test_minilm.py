@@ -70,7 +70,7 @@ def test_gate_table_covers_6_by_12_heads(encoder, sentences):
     geo = measure_encoder(encoder.model, batches(tok, 8), labels, classes, families=("gates",))
     gates = geo.tables()["gates"]
     pooled = gates[gates["class"] == "all"]
-    assert sorted(set(zip(pooled.layer, pooled.head, strict=True))) == [
+    assert sorted(set(zip(pooled["layer"], pooled["head"], strict=True))) == [
         (la, h) for la in range(6) for h in range(12)
     ]
     assert set(gates["class"]) == {*classes, "all"}

@@ -132,8 +132,6 @@ def run(
     (see the module docstring)."""
     import time
 
-    import torch
-
     from bertgeom.geometry.encoder import measure_encoder
     from bertgeom.io.outputs import check_target, writing
     from bertgeom.io.texts import read_texts
@@ -199,7 +197,6 @@ def run(
         **({"notes": notes} if notes else {}),
         **{m.name: m.summary for m in geo.stream.measures if m.summary},
     }
-    del torch  # imported for the model's device; nothing else here needs it
     from bertgeom.io.manifest import describe_inputs
 
     inputs = describe_inputs([Path(text_file), *enc.files])
