@@ -105,7 +105,7 @@ def test_cli_writes_analyze_tables_figures_and_report(tiny_bert, texts, tmp_path
     html = (out / "report.html").read_text()
     for title in ("Encoder and inputs", "Attention gates", "Cone index", "Methods"):
         assert title in html, title
-    assert "Variant classification" not in html  # no spike pipeline sections
+    assert "<h2>Classification</h2>" not in html and "<h2>Training</h2>" not in html
     assert (out / "report_tables").is_dir()
     assert str(out) in stdout and "8 sequences" in stdout
 
@@ -115,8 +115,8 @@ def test_without_labels_class_comparisons_are_left_out_with_a_note(tiny_bert, tm
     f.write_text("".join(f"{t}\n" for t, _ in LINES))
     out = tmp_path / "out"
     code, stdout, _ = _cli(
-        ["analyze-encoder", tiny_bert, f, "--out", out, "-q", "--only", "cone,gates,embeddings",
-         "--embeddings-maps", "pca"],
+        ["analyze-encoder", tiny_bert, f, "--out", out, "-q",
+         "--only", "cone,gates,embeddings,flow", "--embeddings-maps", "pca"],
         capsys,
     )  # fmt: skip
     assert code == 0
@@ -125,6 +125,8 @@ def test_without_labels_class_comparisons_are_left_out_with_a_note(tiny_bert, tm
     emb = pd.read_csv(a / "embeddings.tsv", sep="\t")
     assert "anisotropy" in set(emb["metric"]) and not {"probe", "knn"} & set(emb["metric"])
     assert set(pd.read_csv(a / "gates.tsv", sep="\t")["class"]) == {"all"}
+    flow = pd.read_csv(a / "flow.tsv", sep="\t")
+    assert "cone" in set(flow["metric"]) and "separability" not in set(flow["metric"])
     assert "note: no labels" in stdout
     assert "no labels" in (out / "report.html").read_text()
 
