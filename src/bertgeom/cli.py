@@ -16,7 +16,7 @@ import warnings
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from bertgeom import __version__, cli_analyze
+from bertgeom import __version__, cli_analyze, cli_encoder
 from bertgeom.errors import BertgeomError
 
 DEVICE_HELP = "auto, cpu, cuda or cuda:N (default: auto = CUDA when present, else CPU)"
@@ -516,6 +516,7 @@ def build_parser(with_measures: bool = False) -> argparse.ArgumentParser:
     _add_models(sub)
 
     cli_analyze.add_parser(sub, with_measures)
+    cli_encoder.add_parser(sub, with_measures)
 
     pr3 = sub.add_parser(
         "report",
@@ -685,7 +686,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"error: argument {nul!r} contains a NUL byte (no path or value can)", file=sys.stderr
         )
         return failures.EXIT_ERROR
-    parser = build_parser(with_measures="analyze" in words)
+    parser = build_parser(with_measures=bool({"analyze", cli_encoder.COMMAND} & set(words)))
     lead = 0  # options before the command; -v/-q among them are taken out here (argparse
     while lead < len(words) and words[lead].startswith("-"):  # mixes up a parent's and a
         lead += 1  # subcommand's options of the same name)

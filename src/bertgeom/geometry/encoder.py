@@ -18,12 +18,19 @@ memory flat in the number of sequences, on the model's device). Sequences may ha
 (PAD positions are excluded by the attention mask). Labels group the statistics (one class
 ``all`` when there are none); every sequence is included (there are no predictions to score).
 Measures that read the spike's token-domain map (``domains``) are not offered here.
+
+Without labels (or with one class) the class-dependent results are left out, and
+:attr:`EncoderGeometry.notes` says so: the k-NN, linear-probe and ARI rows of ``embeddings``,
+``one_vs_all``, ``separability`` and the separability rows of ``flow`` (between-class scatter
+is 0 by definition with one class); every other statistic pools the sequences as class ``all``.
+A sentence-transformers model is passed as its ``BertModel`` (``SentenceTransformer(dir)[0].
+auto_model``, or ``AutoModel.from_pretrained(dir)``): no classification head is needed.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -42,6 +49,10 @@ def encoder_measures() -> tuple[str, ...]:
     return tuple(n for n, m in registry().items() if m.default and not m.needs_domains)
 
 
+#: Tables (and ``flow`` metrics) that compare classes: left out with fewer than two classes.
+CLASS_TABLES = ("separability", "one_vs_all")
+
+
 @dataclass
 class EncoderGeometry:
     """What ``measure_encoder`` accumulated, and the tables built from it."""
@@ -49,11 +60,20 @@ class EncoderGeometry:
     stream: Stream
     labels: np.ndarray  # (sequence,) class ids, in input order
     class_names: tuple[str, ...]
+    seq_ids: np.ndarray | None = None  # (sequence,) ids of the tables (None: s0, s1, ...)
+    notes: list[str] = field(default_factory=list)  # what was left out, and why
 
     @property
     def ids(self) -> np.ndarray:
-        """Sequence ids of the tables: ``s0``, ``s1``, ... in input order."""
+        """Sequence ids of the tables: ``seq_ids``, else ``s0``, ``s1``, ... in input order."""
+        if self.seq_ids is not None:
+            return np.asarray(self.seq_ids, dtype=str)
         return np.array([f"s{i}" for i in range(len(self.labels))])
+
+    @property
+    def n_classes_present(self) -> int:
+        """Classes with at least one sequence."""
+        return len(np.unique(self.labels))
 
     def finish(self, seed: int = 42) -> dict[str, Any]:
         """Every measure's tables and arrays (``Arrays``), then the derived tables."""
@@ -69,7 +89,17 @@ class EncoderGeometry:
             out |= m.finish(genomes)
         for m in self.stream.measures:
             out |= m.derive(out)
+        if self.n_classes_present < 2:
+            out = {k: v for k, v in out.items() if k not in CLASS_TABLES}
+            flow = out.get("flow")
+            if isinstance(flow, pd.DataFrame) and "metric" in flow.columns:
+                out["flow"] = flow[~flow["metric"].isin(CLASS_TABLES)].reset_index(drop=True)
         return out
+
+    def measure_notes(self) -> list[str]:
+        """This run's notes, then every measure's (after :meth:`finish`)."""
+        extra = [n for m in self.stream.measures for n in m.notes]
+        return [*self.notes, *(n for n in dict.fromkeys(extra) if n not in self.notes)]
 
     def tables(self, seed: int = 42) -> dict[str, pd.DataFrame]:
         """Tidy tables as ``analyze`` writes them (see docs/formats.md), for the measures
@@ -94,6 +124,7 @@ def measure_encoder(
     families: Sequence[str] | None = None,
     options: Mapping[str, Mapping[str, Any]] | None = None,
     drop_special: bool = False,
+    ids: Sequence[str] | None = None,
 ) -> EncoderGeometry:
     """Stream ``batches`` through ``model`` and accumulate the geometry measures.
 
@@ -116,13 +147,15 @@ def measure_encoder(
         Per measure, its options (``{"spectra": {"genomes": 16}}``).
     drop_special
         Leave [CLS] and [SEP] (the first and last real position) out of the token statistics.
+    ids
+        Sequence ids for the tables (default ``s0``, ``s1``, ...), one per sequence.
 
     Raises
     ------
     ValueError
         Attention that is not eager (when a measure reads it), an unknown measure, labels that
-        do not match the number of sequences or the classes, class names without labels, or
-        batches that are not right-padded.
+        do not match the number of sequences or the classes, class names without labels, ids
+        that do not match the number of sequences, or batches that are not right-padded.
     TypeError
         A model without BERT's layer layout (``encoder.layer[i].attention.self.query`` ...).
     """
@@ -181,4 +214,14 @@ def measure_encoder(
     y_all = np.concatenate(seen) if seen else np.zeros(0, np.int64)
     if given is not None and len(y_all) != len(given):
         raise ValueError(f"{len(given)} labels for {len(y_all)} sequences")
-    return EncoderGeometry(stream, y_all, names)
+    if ids is not None and len(ids) != len(y_all):
+        raise ValueError(f"{len(ids)} ids for {len(y_all)} sequences")
+    geo = EncoderGeometry(stream, y_all, names, None if ids is None else np.asarray(ids, str))
+    if geo.n_classes_present < 2 and len(y_all):
+        why = "no labels" if given is None else f"one class ({names[int(y_all[0])]})"
+        geo.notes.append(
+            f"{why}: the statistics pool every sequence; k-NN, linear-probe and ARI rows of "
+            "embeddings, one_vs_all, separability and the separability rows of flow compare "
+            "classes and are not computed (give a label per sequence for them)"
+        )
+    return geo

@@ -1,5 +1,6 @@
 """Package data: the reference genome, spike coordinates, protein domains, genetic code, the
-lineage -> class table and each variant's defining spike mutations.
+lineage -> class table, each variant's defining spike mutations, and English sentences for
+``bertgeom analyze-encoder``.
 
 Every loader is cached: resources are read once per process.
 """
@@ -10,6 +11,7 @@ import tomllib
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources as _res
+from pathlib import Path
 
 #: The eight variant classes, in the fixed order used for label ids everywhere.
 CLASSES: tuple[str, ...] = ("alpha", "beta", "gamma", "delta", "omicron", "lambda", "mu", "other")
@@ -42,6 +44,13 @@ class SpikeCoordinates:
     def n_codons(self) -> int:
         """Number of codons including the stop codon (1,274)."""
         return self.length // 3
+
+
+def english_sentences() -> Path:
+    """The shipped English sentences (``sentences_en.tsv``: 300 lines ``sentence<TAB>topic``
+    in four topics, written for this project, MIT licence; see the file's header), an input of
+    ``bertgeom analyze-encoder``."""
+    return Path(str(_res.files(__package__) / "sentences_en.tsv"))
 
 
 def _text(name: str) -> str:

@@ -266,7 +266,8 @@ class Maps(Measure):
         from bertgeom.resources import protein_domains
         from bertgeom.tokens.kmers import token_residues
 
-        if context.spec.mode != "aligned":  # raw k-mers: tokens do not sit at fixed residues
+        spec = getattr(context, "spec", None)
+        if spec is None or spec.mode != "aligned":  # text, or raw k-mers: no fixed residues
             return
         mean = self._mean
         if mean is None and isinstance(tables.get("maps"), Arrays):
