@@ -73,7 +73,7 @@ class EmbeddingsOptions:
         },
     )
     map_genomes: int = field(
-        default=2000,
+        default=500,
         metadata={
             "help": "the t-SNE / UMAP maps use a seeded subsample of at most this many genomes",
             "label": "genomes in t-SNE / UMAP maps (at most)",
@@ -507,7 +507,7 @@ def nonlinear_map_table(
     methods: Sequence[str],
     *,
     seed: int = 0,
-    max_genomes: int = 2000,
+    max_genomes: int = 500,
     perplexity: float = 30.0,
     n_neighbors: int = 15,
 ) -> tuple[pd.DataFrame, list[str], dict[str, float]]:
