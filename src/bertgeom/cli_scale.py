@@ -11,15 +11,15 @@ ENGINE_HELP = (
     "(default: local)"
 )
 ADDRESS_HELP = (
-    "the Ray cluster: auto (one started with `ray start`) or HOST:PORT (default: a running "
-    "cluster if any, else a local one for this run)"
+    "the Ray cluster, with --engine ray: auto (one started with `ray start`) or HOST:PORT "
+    "(default: a running cluster if any, else a local one for this run)"
 )
 
 
 def add_predict_options(pr: argparse.ArgumentParser) -> None:
     """``predict``'s engine, shard and work-folder options."""
     pr.add_argument("--engine", choices=("local", "ray"), default="local", help=ENGINE_HELP)
-    pr.add_argument("--address", help=ADDRESS_HELP + "; with --engine ray")
+    pr.add_argument("--address", help=ADDRESS_HELP)
     pr.add_argument(
         "--shard-size",
         type=int,
@@ -65,7 +65,7 @@ def predict_scale(args: argparse.Namespace) -> Any:
 def add_analyze_options(pa: argparse.ArgumentParser) -> None:
     """``analyze``'s engine options."""
     pa.add_argument("--engine", choices=("local", "ray"), default="local", help=ENGINE_HELP)
-    pa.add_argument("--address", help=ADDRESS_HELP + "; with --engine ray")
+    pa.add_argument("--address", help=ADDRESS_HELP)
     pa.add_argument(
         "--shards",
         type=int,

@@ -135,8 +135,9 @@ def run(
 
             on = device if scale.engine == "ray" else dev  # "auto": each worker's device
             tally = predict_shards(
-                names, model_path, out_path, columns, output_format, cfg, on, batch_size, scale
-            )
+                names, model_path, out_path, columns, output_format, cfg, on, batch_size, scale,
+                progress,
+            )  # fmt: skip
         else:
             tally = _predict_stream(
                 names, model_path, out_path, columns, output_format, cfg, dev, batch_size, chunk,
@@ -178,7 +179,7 @@ def _predict_stream(
         duplicates,
         headers,
     )
-    classifier = _Classifier(bundle, ood, stamp, dev, batch_size)
+    classifier = Classifier(bundle, ood, stamp, dev, batch_size)
     with open_rows(out_path, columns, output_format) as out:
         rows: list[dict[str, Any]] = []
         stream = process_genomes(records, cfg, total, progress, desc="predict")
@@ -325,7 +326,7 @@ def token_column(bundle: ModelBundle) -> str:
 
 
 @dataclass
-class _Classifier:
+class Classifier:
     """Classifies chunks of processed rows (and writes them, with :meth:`flush`)."""
 
     bundle: ModelBundle

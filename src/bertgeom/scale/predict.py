@@ -27,8 +27,8 @@ from bertgeom.io.parts import PartStore
 from bertgeom.io.rows import open_rows
 from bertgeom.pipeline.predict import (
     Classified,
+    Classifier,
     Tally,
-    _Classifier,
     duplicate_row,
     load_ood,
     model_stamp,
@@ -122,6 +122,7 @@ def predict_shards(
     device: str,
     batch_size: int,
     scale: ScaleOptions,
+    progress: bool = True,
 ) -> Tally:
     """Plan ``names`` into shards, run the ones not finished on ``scale.engine`` and write
     every row in input order to ``out_path``; returns the counts."""
@@ -149,9 +150,13 @@ def predict_shards(
         results = classify_on_ray(todo, ctx, scale.address, scale.workers)
     else:
         results = _classify_here(todo, ctx)
+    from bertgeom.progress import progress as progress_reporter
+
     pending = {s.number for s in todo}
     tally = Tally(first=shards[0].start if shards else 0)
-    with open_rows(out_path, columns, output_format) as out:
+    total = sum(s.stop - s.start for s in shards)
+    bar = progress_reporter(total=total, desc="predict", unit="genome", enabled=progress)
+    with bar, open_rows(out_path, columns, output_format) as out:
         for shard in shards:
             if shard.number in pending:
                 items = next(results)
@@ -161,6 +166,7 @@ def predict_shards(
                 assert store is not None
                 items = [_from_json(d) for d in store.load(shard.name)]
             tally.write(items, out)
+            bar.update(len(items))
     return tally
 
 
@@ -215,7 +221,7 @@ class ShardClassifier:
             raise ConfigError(f"{path}: unknown vocabulary mode")
         ood = load_ood(path, bundle.model.config.hidden_size)
         stamp = model_stamp(path, bundle.meta)
-        self.classifier = _Classifier(bundle, ood, stamp, device, ctx.batch_size)
+        self.classifier = Classifier(bundle, ood, stamp, device, ctx.batch_size)
 
     def classify(self, prepared: PreparedShard) -> list[Classified]:
         """The output rows of one prepared shard (raises the shard's error, if any)."""
