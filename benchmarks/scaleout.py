@@ -89,8 +89,20 @@ def main() -> None:
                                          progress=False, scale=opts))  # fmt: skip
 
     rows = [("local (one process)", run("local.tsv"), "local.tsv")]
-    start = timed(lambda: ray.init(num_cpus=args.cpus, include_dashboard=False,
-                                   log_to_driver=False, logging_level="ERROR"))  # fmt: skip
+
+    def start_cluster() -> None:
+        for attempt in range(3):  # Ray waits 30 s for its raylet: too short on a loaded machine
+            try:
+                ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False,
+                         logging_level="ERROR")  # fmt: skip
+                return
+            except Exception as err:
+                print(f"ray.init failed ({err}); retrying", file=sys.stderr)
+                ray.shutdown()
+                if attempt == 2:
+                    raise
+
+    start = timed(start_cluster)
     first = run("one.tsv", one, engine="ray", shard_size=1)
     for n in (1, 2):
         name = f"ray{n}.tsv"

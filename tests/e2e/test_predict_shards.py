@@ -40,11 +40,17 @@ def _run(model, genomes, out, *extra):
     return out.read_text()
 
 
-def test_record_ranges_concatenated_equal_the_whole(one_thread, tiny_model, twelve, tmp_path):
-    whole = _run(tiny_model, twelve, tmp_path / "whole.tsv")
+def test_record_ranges_concatenated_equal_the_whole(one_thread, tiny_with_ood, twelve, tmp_path):
+    whole = _run(tiny_with_ood, twelve, tmp_path / "whole.tsv")
     parts = [
         _run(
-            tiny_model, twelve, tmp_path / f"p{a}.tsv", "--records", f"{a}:{b}", "--shard-size", "2"
+            tiny_with_ood,
+            twelve,
+            tmp_path / f"p{a}.tsv",
+            "--records",
+            f"{a}:{b}",
+            "--shard-size",
+            "2",
         )
         for a, b in [(0, 5), (5, 11), (11, 40)]
     ]
@@ -53,20 +59,23 @@ def test_record_ranges_concatenated_equal_the_whole(one_thread, tiny_model, twel
     joined = header + "".join(p.removeprefix(header) for p in parts)  # `tail -n +2` of each
     assert joined == whole
     assert len(whole.splitlines()) == 13
+    rows = [dict(zip(header.split(), line.split("\t"), strict=True))
+            for line in whole.splitlines()[1:]]  # fmt: skip
+    assert sum(bool(r["ood_distance"]) for r in rows) == 11  # the detector's column is filled
     last = parts[1].splitlines()[-1].split("\t")
     assert last[0] == "10" and "duplicate id" in parts[1]  # global index, the dup decided
 
 
-def test_work_dir_rerun_reads_finished_parts(one_thread, tiny_model, twelve, tmp_path, capsys):
-    whole = _run(tiny_model, twelve, tmp_path / "whole.tsv")
+def test_work_dir_rerun_reads_finished_parts(one_thread, tiny_with_ood, twelve, tmp_path, capsys):
+    whole = _run(tiny_with_ood, twelve, tmp_path / "whole.tsv")
     work = tmp_path / "work"
-    assert _run(tiny_model, twelve, tmp_path / "a.tsv", "--work-dir", str(work),
+    assert _run(tiny_with_ood, twelve, tmp_path / "a.tsv", "--work-dir", str(work),
                 "--shard-size", "5") == whole  # fmt: skip
     parts = sorted((work / "parts").iterdir())
     assert len(parts) == 3 and (work / "work.json").is_file()
     parts[1].unlink()
     capsys.readouterr()
-    assert _run(tiny_model, twelve, tmp_path / "b.tsv", "--work-dir", str(work),
+    assert _run(tiny_with_ood, twelve, tmp_path / "b.tsv", "--work-dir", str(work),
                 "--shard-size", "5") == whole  # fmt: skip
     assert "2 of 3 shards already finished" in capsys.readouterr().err
 

@@ -87,14 +87,14 @@ def _predict(model, genomes, out, **scale):
 
 
 @pytest.fixture(scope="module")
-def local_table(tiny_model, genomes, tmp_path_factory):
+def local_table(tiny_with_ood, genomes, tmp_path_factory):
     import torch
 
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         out = tmp_path_factory.mktemp("ray_local") / "local.tsv"
-        summary = _predict(tiny_model, genomes, out)
+        summary = _predict(tiny_with_ood, genomes, out)
     finally:
         torch.set_num_threads(before)
     assert summary.n_genomes == 15 and summary.n_duplicates == 1
@@ -102,11 +102,11 @@ def local_table(tiny_model, genomes, tmp_path_factory):
 
 
 def test_ray_predict_equals_local_and_reruns_skip_finished_parts(
-    ray_cluster, one_thread, tiny_model, genomes, local_table, tmp_path, capsys
+    ray_cluster, one_thread, tiny_with_ood, genomes, local_table, tmp_path, capsys
 ):
     work = tmp_path / "work"
     # shards of 4: the repeated id (record 10) is in shard 3, its first (record 2) in shard 1
-    s = _predict(tiny_model, genomes, tmp_path / "ray.tsv", engine="ray", shard_size=4,
+    s = _predict(tiny_with_ood, genomes, tmp_path / "ray.tsv", engine="ray", shard_size=4,
                  work_dir=work)  # fmt: skip
     assert (tmp_path / "ray.tsv").read_bytes() == local_table
     assert s.n_genomes == 15 and s.n_duplicates == 1
@@ -114,14 +114,14 @@ def test_ray_predict_equals_local_and_reruns_skip_finished_parts(
     assert len(parts) == 4
     parts[2].unlink()  # the shard holding the duplicate is made again, the others are read
     capsys.readouterr()
-    _predict(tiny_model, genomes, tmp_path / "again.tsv", engine="ray", shard_size=4,
+    _predict(tiny_with_ood, genomes, tmp_path / "again.tsv", engine="ray", shard_size=4,
              work_dir=work)  # fmt: skip
     assert "3 of 4 shards already finished" in capsys.readouterr().err
     assert (tmp_path / "again.tsv").read_bytes() == local_table
     assert parts[2].is_file()
     # another shard size is another run: refused, not mixed
     with pytest.raises(InputError, match=r"holds the parts of another run \(shard_size differ\)"):
-        _predict(tiny_model, genomes, tmp_path / "x.tsv", engine="ray", shard_size=5,
+        _predict(tiny_with_ood, genomes, tmp_path / "x.tsv", engine="ray", shard_size=5,
                  work_dir=work)  # fmt: skip
 
 
@@ -141,14 +141,14 @@ def _model_workers() -> list[int]:
 
 
 def test_a_killed_model_worker_is_restarted_and_the_output_is_the_same(
-    ray_cluster, one_thread, tiny_model, genomes, local_table, tmp_path
+    ray_cluster, one_thread, tiny_with_ood, genomes, local_table, tmp_path
 ):
     out = tmp_path / "killed.tsv"
     errors: list[BaseException] = []
 
     def work():
         try:
-            _predict(tiny_model, genomes, out, engine="ray", shard_size=1)
+            _predict(tiny_with_ood, genomes, out, engine="ray", shard_size=1)
         except BaseException as err:  # reported by the main thread
             errors.append(err)
 
@@ -171,12 +171,12 @@ def test_a_killed_model_worker_is_restarted_and_the_output_is_the_same(
 
 
 def test_an_input_error_in_a_worker_is_the_one_line_error(
-    ray_cluster, tiny_model, tmp_path, capsys
+    ray_cluster, tiny_with_ood, tmp_path, capsys
 ):
     bad = tmp_path / "bad.fasta"
     bad.write_text(">ok1\nACGT\n>broken\nACGT*ACGT\n")
     out = tmp_path / "p.tsv"
-    rc = main(["predict", str(tiny_model), str(bad), "--engine", "ray", "--shard-size", "1",
+    rc = main(["predict", str(tiny_with_ood), str(bad), "--engine", "ray", "--shard-size", "1",
                "--out", str(out), "--quiet"])  # fmt: skip
     assert rc == 2
     err = capsys.readouterr().err
