@@ -31,14 +31,23 @@ MODEL_WORKER = "MapBatches(_ModelWorker)"
 
 @pytest.fixture(scope="session")
 def ray_cluster():
-    """A local Ray cluster for the session: 2 CPUs, no dashboard, an 80 MB object store."""
-    ray.init(
-        num_cpus=2,
-        include_dashboard=False,
-        object_store_memory=80 * 2**20,
-        log_to_driver=False,
-        logging_level="ERROR",
-    )
+    """A local Ray cluster for the session: 2 CPUs, no dashboard, an 80 MB object store.
+    Started up to 3 times: Ray gives its raylet a fixed 30 s to register, which a heavily
+    loaded 2-core machine can miss."""
+    for attempt in range(3):
+        try:
+            ray.init(
+                num_cpus=2,
+                include_dashboard=False,
+                object_store_memory=80 * 2**20,
+                log_to_driver=False,
+                logging_level="ERROR",
+            )
+            break
+        except Exception:
+            ray.shutdown()
+            if attempt == 2:
+                raise
     yield
     ray.shutdown()
 
