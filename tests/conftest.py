@@ -75,3 +75,21 @@ def default_tiny(installed_tiny, monkeypatch) -> Path:
     directory."""
     monkeypatch.setenv("BERTGEOM_MODELS", str(installed_tiny))
     return installed_tiny / "sc2-spike-small"
+
+
+@pytest.fixture(scope="session")
+def tiny_with_ood(tiny_model, ci_prepared, tmp_path_factory) -> Path:
+    """A copy of ``tiny_model`` with its open-set detector fitted (`evaluate --refit`), so
+    predictions carry ``ood_distance`` whatever ran before (``tiny_model`` itself gets one only
+    when a test refits it)."""
+    import shutil
+
+    from bertgeom.cli import main
+
+    model = tmp_path_factory.mktemp("tiny_ood") / "model"
+    shutil.copytree(tiny_model, model)
+    out = tmp_path_factory.mktemp("tiny_ood_eval") / "eval"
+    args = ["evaluate", str(model), str(ci_prepared), "--out", str(out), "--refit"]
+    assert main(args) == 0
+    assert (model / "ood.npz").is_file()
+    return model

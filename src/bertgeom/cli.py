@@ -16,7 +16,7 @@ import warnings
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from bertgeom import __version__, cli_analyze, cli_encoder
+from bertgeom import __version__, cli_analyze, cli_encoder, cli_scale
 from bertgeom.errors import BertgeomError
 
 DEVICE_HELP = "auto, cpu, cuda or cuda:N (default: auto = CUDA when present, else CPU)"
@@ -222,6 +222,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         progress=not _quiet(args),
         output_format=args.output_format,
         output_columns=args.output_columns,
+        scale=cli_scale.predict_scale(args),
     )
     where = sys.stderr if args.out == "-" else sys.stdout  # "-": the table is on stdout
     dups = f" ({s.n_duplicates} of them duplicate ids)" if s.n_duplicates else ""
@@ -628,6 +629,7 @@ def _add_predict(sub: Any) -> None:
     pr.add_argument(
         "--config", help="TOML file with a [prepare] table (QC thresholds) (default: none)"
     )
+    cli_scale.add_predict_options(pr)
     _add_quiet(pr)
     pr.set_defaults(func=_cmd_predict)
 

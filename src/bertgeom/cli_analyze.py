@@ -86,7 +86,9 @@ def add_parser(sub: Any, with_measures: bool) -> argparse.ArgumentParser:
         "(default: none)",
     )
     from bertgeom.cli import _add_quiet
+    from bertgeom.cli_scale import add_analyze_options
 
+    add_analyze_options(pa)
     _add_quiet(pa)
     if with_measures:
         _add_measure_flags(pa)
@@ -168,6 +170,10 @@ def command(args: argparse.Namespace) -> int:
     )
     quiet = getattr(args, "verbosity", 0) < 0
     say = getattr(args, "verbosity", 0) > -2
+    if args.engine == "ray" and (args.merge or args.shard is not None):
+        raise ConfigError("--engine ray shards and merges itself (no --shard, no --merge)")
+    if args.engine != "ray" and (args.address is not None or args.shards is not None):
+        raise ConfigError("--address and --shards go with --engine ray")
     if args.shard is not None:
         if args.merge or args.out:
             raise ConfigError("--shard writes --state-out only (no --out, no --merge)")
@@ -186,6 +192,10 @@ def command(args: argparse.Namespace) -> int:
         raise ConfigError("analyze needs --out DIR (or --shard K/N --state-out FILE)")
     if args.merge:
         s = analyze.merge(args.model, args.prepared, args.merge, args.out, config)
+    elif args.engine == "ray":
+        from bertgeom.scale import ray_analyze
+
+        s = ray_analyze.run(args.model, args.prepared, args.out, config, args.shards, args.address)
     else:
         s = analyze.run(args.model, args.prepared, args.out, config, progress=not quiet)
     if say:

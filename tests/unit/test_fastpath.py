@@ -109,7 +109,8 @@ def test_unsupported_models_run_their_own_forward():
     torch.testing.assert_close(cls, ref.hidden_states[-1][:, 0])
 
 
-def test_infer_computes_repeated_rows_once_and_keeps_input_order():
+def test_infer_computes_repeated_rows_once_and_keeps_input_order(monkeypatch):
+    monkeypatch.setattr("bertgeom.model.infer.MIN_BATCH_ROWS", 1)  # count rows, not padding
     model = _model(2, "sdpa").eval()
     ids = _batch()[0].numpy()
     rows = ids[[3, 0, 3, 1, 0, 4, 2, 3]]  # repeats, out of order: 5 distinct rows
@@ -132,3 +133,19 @@ def test_infer_computes_repeated_rows_once_and_keeps_input_order():
         ref = model(input_ids=x, attention_mask=(x != 0).long()).logits
     np.testing.assert_allclose(got.logits, ref.numpy(), atol=1e-5)
     assert infer(model, rows[:0]).logits.shape == (0, 3)
+
+
+def test_a_rows_outputs_do_not_depend_on_the_rows_beside_it():
+    import numpy as np
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        model = _model(2, "sdpa").eval()
+        ids = _batch()[0].numpy()
+        together = infer(model, ids, batch_size=64, dedupe=False)
+        alone = [infer(model, ids[i : i + 1], batch_size=64, dedupe=False) for i in range(len(ids))]
+    finally:
+        torch.set_num_threads(before)
+    assert np.array_equal(np.concatenate([a.cls for a in alone]), together.cls)
+    assert np.array_equal(np.concatenate([a.logits for a in alone]), together.logits)

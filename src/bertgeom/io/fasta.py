@@ -32,8 +32,11 @@ __all__ = [
     "DEDUPE_CHOICES",
     "FastaRecord",
     "FastaReport",
+    "HeaderLine",
     "count_records",
     "read_fasta",
+    "read_records_at",
+    "scan_headers",
     "write_fasta",
 ]
 
@@ -288,6 +291,82 @@ def write_fasta(
 # --- reading -----------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class HeaderLine:
+    """Where one record starts (see :func:`scan_headers`).
+
+    Attributes
+    ----------
+    offset
+        Byte offset of its header line in the file's (decompressed) content.
+    lineno
+        1-based line number of its header line.
+    index
+        0-based record number within the file.
+    id, description
+        As in :class:`FastaRecord`.
+    """
+
+    offset: int
+    lineno: int
+    index: int
+    id: str
+    description: str
+
+
+def scan_headers(path: PathArg) -> Iterator[HeaderLine]:
+    """Yield where each record of one FASTA file starts, reading only its header lines.
+
+    One pass over the (decompressed) content in large blocks; sequences are not validated
+    (:func:`read_records_at` does that when the records are read). Headers are checked as
+    :func:`read_fasta` checks them.
+
+    Raises
+    ------
+    InputError
+        If the file is missing, a directory, empty, a corrupt compressed file, or has a header
+        that is not text or has no name.
+    """
+    name = _check_paths(path)[0]
+    index = 0
+    lineno = 1  # number of the line that starts at block[pos]
+    with _open_binary(name) as fh:
+        for block in _read_blocks(fh, name):
+            base = fh.tell() - len(block)  # the block's offset in the content (after a BOM)
+            pos = 0
+            while (start := _next_header(block, pos)) >= 0:
+                lineno += block.count(b"\n", pos, start)
+                end = block.find(b"\n", start)
+                end = len(block) if end < 0 else end
+                _, rec_id, description = _parse_header(name, block[start:end], lineno, index)
+                yield HeaderLine(base + start, lineno, index, rec_id, description)
+                index, pos, lineno = index + 1, end + 1, lineno + 1
+            lineno += block.count(b"\n", pos)
+    if index == 0:
+        raise InputError(f"{name}: file is empty")
+
+
+def read_records_at(
+    path: PathArg, offset: int, lineno: int, index: int, count: int
+) -> Iterator[FastaRecord]:
+    """Read ``count`` records of one file starting at the header ``offset``, ``lineno`` and
+    ``index`` of :func:`scan_headers` (validated and reported as :func:`read_fasta` does).
+
+    Plain files seek; compressed ones are decompressed up to ``offset`` (a compressed stream
+    cannot be entered in the middle).
+    """
+    name = _check_paths(path)[0]
+    if count <= 0:
+        return
+    with _open_binary(name) as fh:
+        fh.seek(offset)
+        records = _parse_records(name, _read_blocks(fh, name), index=index, lineno=lineno)
+        for n, (record, _) in enumerate(records, 1):
+            yield record
+            if n == count:
+                break
+
+
 def _read_all(names: list[str], dedupe: Dedupe, report: FastaReport) -> Iterator[FastaRecord]:
     """Yield the records of all files, applying ``dedupe``."""
     seen: dict[str, tuple[int, int]] = {}  # id -> (file number, record index)
@@ -311,16 +390,19 @@ def _read_all(names: list[str], dedupe: Dedupe, report: FastaReport) -> Iterator
         report.n_files += 1
 
 
-def _parse_records(name: str, blocks: Iterable[bytes]) -> Iterator[tuple[FastaRecord, int]]:
+def _parse_records(
+    name: str, blocks: Iterable[bytes], index: int = 0, lineno: int = 1
+) -> Iterator[tuple[FastaRecord, int]]:
     """Yield ``(record, header line number)`` for each record in one file's blocks.
 
     Each block holds whole lines (see :func:`_read_blocks`), so the lines between two headers
     are one slice of a block, however they are wrapped; only headers are visited in Python.
+    ``index`` and ``lineno`` are the record number and line number of the first block's first
+    line (not 0 and 1 when reading from a header in the middle of a file).
     """
     header: tuple[int, str, str] | None = None  # (line number, id, description)
     chunks: list[bytes] = []  # sequence lines of the current record, as slices of blocks
-    index = 0
-    lineno = 1  # number of the line that starts at block[pos]
+    # lineno: number of the line that starts at block[pos]
     for block in blocks:
         pos = 0
         while (start := _next_header(block, pos)) >= 0:

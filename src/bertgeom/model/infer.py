@@ -102,6 +102,15 @@ def infer(
     return Inference(logits, cls)
 
 
+#: The fewest rows of a forward pass: a smaller batch is padded with copies of its first row
+#: (their outputs dropped), so a genome's outputs do not depend on how many genomes share its
+#: batch. On CPU, matrix products of fewer rows take other kernels: with 1-3 rows the outputs
+#: moved in the last bit (measured with torch on one thread, `tiny` and `small`), with 4 or more
+#: they were equal; a shard run (``predict --engine ray``, ``--records``) then writes the table
+#: of one local run byte for byte.
+MIN_BATCH_ROWS = 8
+
+
 def iter_infer(
     model: Any, ids: np.ndarray, batch_size: int = 64, device: str = "cpu"
 ) -> Iterator[Inference]:
@@ -116,7 +125,13 @@ def iter_infer(
     use_bf16 = device.startswith("cuda")
     with torch.inference_mode():
         for a in range(0, len(ids), batch_size):
-            batch = {k: v.to(device) for k, v in collate(ids[a : a + batch_size]).items()}
+            rows = ids[a : a + batch_size]
+            n = len(rows)
+            if n < MIN_BATCH_ROWS:  # copies of the first row; their outputs are dropped
+                rows = np.concatenate([rows, np.repeat(rows[:1], MIN_BATCH_ROWS - n, axis=0)])
+            batch = {k: v.to(device) for k, v in collate(rows).items()}
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16):
                 logits, cls = classify(model, batch["input_ids"], batch["attention_mask"])
-            yield Inference(logits=logits.float().cpu().numpy(), cls=cls.float().cpu().numpy())
+            yield Inference(
+                logits=logits[:n].float().cpu().numpy(), cls=cls[:n].float().cpu().numpy()
+            )

@@ -281,10 +281,21 @@ def run_shard(
     check_target(state_out, [model_dir, prepared_dir], kind="file")
     fixed_mmap_threshold()
     p = plan(model_dir, prepared_dir, config)
+    payload = shard_state(p, shard, progress)
+    with atomic_path(state_out) as tmp:
+        torch.save(payload, tmp)
+    return payload["range"][0], payload["range"][1]
+
+
+def shard_state(p: Plan, shard: tuple[int, int], progress: bool = True) -> dict[str, Any]:
+    """Stream shard ``shard = (k, n)`` (0-based k) of plan ``p``; its state, as ``--state-out``
+    saves it (format :data:`STATE_FORMAT`)."""
+    import torch
+
     lo, hi = shard_range(p.n, p.config.batch_size, *shard)
     stream = new_stream(p)
     state = stream_genomes(p, stream, lo, hi, progress)
-    payload = {
+    return {
         "format": STATE_FORMAT,
         "fingerprint": p.fingerprint(),
         "shard": list(shard),
@@ -293,9 +304,6 @@ def run_shard(
         "seconds": state.seconds,
         "stream": stream.state_dict(),
     }
-    with atomic_path(state_out) as tmp:
-        torch.save(payload, tmp)
-    return lo, hi
 
 
 def merge(
@@ -331,7 +339,17 @@ def merge(
                 "with the same model, data and options"
             )
         parts.append((int(s["range"][0]), int(s["range"][1]), str(f), s))
-    parts.sort(key=lambda x: x[0])
+    total, preds, seconds = merge_states(p, parts)
+    with writing(out_dir, inputs=inputs, stage="analyze") as out:
+        return write_outputs(p, total, preds, seconds, out, shards=len(parts))
+
+
+def merge_states(
+    p: Plan, parts: list[tuple[int, int, str, dict[str, Any]]]
+) -> tuple[Any, np.ndarray, float]:
+    """Merge shard states ``(lo, hi, name, state)`` of plan ``p`` (any order; they must cover
+    its genomes once) in genome order; the merged stream, the predictions and the seconds."""
+    parts = sorted(parts, key=lambda x: x[0])
     at = 0
     for lo, hi, name, _ in parts:
         if lo != at:
@@ -348,8 +366,7 @@ def merge(
         total.merge(one)
         preds.append(s["preds"].numpy())
         seconds += float(s["seconds"])
-    with writing(out_dir, inputs=inputs, stage="analyze") as out:
-        return write_outputs(p, total, _joined(preds), seconds, out, shards=len(parts))
+    return total, _joined(preds), seconds
 
 
 def _joined(preds: list[np.ndarray]) -> np.ndarray:

@@ -17,9 +17,9 @@ import os
 import sys
 from collections import deque
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -40,6 +40,9 @@ from bertgeom.model.shipped import find_model, identity
 from bertgeom.model.store import ModelBundle, load_model_dir, weights_file
 from bertgeom.pipeline.calibrate import OOD_FILE
 from bertgeom.pipeline.prepare import process_genomes
+
+if TYPE_CHECKING:
+    from bertgeom.scale.predict import ScaleOptions
 
 #: The columns of a predictions table, in order (kept under this name for callers).
 COLUMNS = PREDICT
@@ -70,6 +73,7 @@ def run(
     progress: bool = True,
     output_format: str | None = None,
     output_columns: str | Sequence[str] | None = None,
+    scale: ScaleOptions | None = None,
 ) -> PredictSummary:
     """Classify every genome of ``genomes`` with a model.
 
@@ -88,6 +92,9 @@ def run(
     output_columns
         The columns to write, in order (names of :data:`COLUMNS`, or one comma-separated
         string); None: all.
+    scale
+        The engine (local or Ray), a record range, shards and a work folder
+        (:class:`bertgeom.scale.predict.ScaleOptions`); None: one local stream.
 
     Every input record gets one row, in input order: records that fail QC get ``Unassigned``
     and the reasons; with ``dedupe = "keep-first"`` a record whose id repeats an earlier one
@@ -108,6 +115,8 @@ def run(
     )
     format_for(out_path, output_format)  # an unknown format fails before any work
     check_batch_size(batch_size)
+    if scale is not None:
+        scale.check()  # the engine is installed, the options are valid
     cfg = prepare_config or PrepareConfig()
     dev = resolve_device(device)
     model_path = find_model(model_dir)
@@ -121,53 +130,73 @@ def run(
     )
     with lock, spooled_stdin(paths) as names:  # one writer of out_path, before the model loads
         check_fasta(names)
-        bundle = load_model_dir(model_path, device=dev)
-        ood = _load_ood(model_path, bundle.model.config.hidden_size)
-        name, version = identity(model_path, bundle.meta)
-        stamp = {
-            "model_name": name,
-            "model_version": version,
-            "model_id": sha256_file(weights_file(model_path))[:12],
-            "bertgeom_version": __version__,
-        }
-        total = count_records(names)
-        report = FastaReport()
-        headers: deque[str] = deque()
-        duplicates: list[tuple[int, tuple[str, str, int], str]] = []
-        records = _note_duplicates(
-            read_fasta(names, dedupe=cfg.dedupe, report=report),  # type: ignore[arg-type]
-            report,
-            duplicates,
-            headers,
-        )
-        counts = {"n": 0, "ok": 0, "bad": 0, "ood": 0, "dup": 0, "nonfinite": 0}
-        per_class: dict[str, int] = {}
-        classifier = _Classifier(bundle, ood, stamp, dev, batch_size, counts, per_class)
-        with open_rows(out_path, columns, output_format) as out:
-            rows: list[dict[str, Any]] = []
-            stream = process_genomes(records, cfg, total, progress, desc="predict")
-            for k, row in enumerate(stream):
-                while duplicates and duplicates[0][0] <= k:
-                    rows.append(_duplicate_row(*duplicates.pop(0)[1:]))
-                row["header"] = headers.popleft()
-                rows.append(row)
-                if len(rows) >= chunk:
-                    classifier.flush(rows, out)
-                    rows = []
-            rows += [_duplicate_row(d, h) for _, d, h in duplicates]
-            classifier.flush(rows, out)
-    if counts["nonfinite"]:
+        if scale is not None and scale.sharded:
+            from bertgeom.scale.predict import predict_shards
+
+            on = device if scale.engine == "ray" else dev  # "auto": each worker's device
+            tally = predict_shards(
+                names, model_path, out_path, columns, output_format, cfg, on, batch_size, scale,
+                progress,
+            )  # fmt: skip
+        else:
+            tally = _predict_stream(
+                names, model_path, out_path, columns, output_format, cfg, dev, batch_size, chunk,
+                progress,
+            )  # fmt: skip
+    if tally.counts["nonfinite"]:
         print(
-            f"predict: warning: {counts['nonfinite']} genomes got no call: the model's outputs "
-            f"for them are not finite (damaged weights in {model_path}, or training diverged)",
+            f"predict: warning: {tally.counts['nonfinite']} genomes got no call: the model's "
+            f"outputs for them are not finite (damaged weights in {model_path}, or training "
+            "diverged)",
             file=sys.stderr,
         )
-    return PredictSummary(
-        counts["n"], counts["ok"], counts["bad"], counts["ood"], per_class, counts["dup"]
+    return tally.summary()
+
+
+def _predict_stream(
+    names: list[str],
+    model_path: Path,
+    out_path: str | os.PathLike,
+    columns: Sequence[str],
+    output_format: str | None,
+    cfg: PrepareConfig,
+    dev: str,
+    batch_size: int,
+    chunk: int,
+    progress: bool,
+) -> Tally:
+    """One local stream over all records (alignment on ``cfg.jobs`` processes)."""
+    bundle = load_model_dir(model_path, device=dev)
+    ood = load_ood(model_path, bundle.model.config.hidden_size)
+    stamp = model_stamp(model_path, bundle.meta)
+    total = count_records(names)
+    report = FastaReport()
+    headers: deque[str] = deque()
+    duplicates: list[tuple[int, tuple[str, str, int], str]] = []
+    records = _note_duplicates(
+        read_fasta(names, dedupe=cfg.dedupe, report=report),  # type: ignore[arg-type]
+        report,
+        duplicates,
+        headers,
     )
+    classifier = Classifier(bundle, ood, stamp, dev, batch_size)
+    with open_rows(out_path, columns, output_format) as out:
+        rows: list[dict[str, Any]] = []
+        stream = process_genomes(records, cfg, total, progress, desc="predict")
+        for k, row in enumerate(stream):
+            while duplicates and duplicates[0][0] <= k:
+                rows.append(duplicate_row(*duplicates.pop(0)[1:]))
+            row["header"] = headers.popleft()
+            rows.append(row)
+            if len(rows) >= chunk:
+                classifier.flush(rows, out)
+                rows = []
+        rows += [duplicate_row(d, h) for _, d, h in duplicates]
+        classifier.flush(rows, out)
+    return classifier.tally
 
 
-def _load_ood(model_path: Path, hidden_size: int) -> Detector | None:
+def load_ood(model_path: Path, hidden_size: int) -> Detector | None:
     """The model's default open-set detector (None, with a warning, when it has none)."""
     ood_path = model_path / OOD_FILE
     if ood_path.is_file():
@@ -217,7 +246,7 @@ def _note_duplicates(
     note()
 
 
-def _duplicate_row(dup: tuple[str, str, int], header: str) -> dict[str, Any]:
+def duplicate_row(dup: tuple[str, str, int], header: str) -> dict[str, Any]:
     seq_id, path, index = dup
     return {
         "id": seq_id,
@@ -240,28 +269,86 @@ def split_mutations(mutations: str) -> tuple[str, str, str]:
     return ",".join(subs), ",".join(dels), ",".join(ins)
 
 
+@dataclass(frozen=True)
+class Classified:
+    """One output row before its ``index``: its column values and what it counts as
+    (``outcome``: ``ok`` classified, ``bad`` failed QC or duplicate, ``nonfinite`` no call)."""
+
+    values: dict[str, Any]
+    outcome: str
+    label: str = ""
+    ood: bool = False
+    duplicate: bool = False
+
+
 @dataclass
-class _Classifier:
-    """Classifies chunks of processed rows and writes them."""
+class Tally:
+    """Numbers the classified rows in order, writes them and counts them."""
+
+    counts: dict[str, int] = field(
+        default_factory=lambda: {"n": 0, "ok": 0, "bad": 0, "ood": 0, "dup": 0, "nonfinite": 0}
+    )
+    per_class: dict[str, int] = field(default_factory=dict)
+    first: int = 0  # the index of the first row (the first record of a record range)
+
+    def write(self, items: Sequence[Classified], out: RowWriter) -> None:
+        """Write ``items`` (the next rows in input order) with their global ``index``."""
+        counts = self.counts
+        for item in items:
+            counts[item.outcome] += 1
+            counts["ood"] += int(item.ood)
+            counts["dup"] += int(item.duplicate)
+            if item.outcome == "ok":
+                self.per_class[item.label] = self.per_class.get(item.label, 0) + 1
+            out.write(item.values | {"index": self.first + counts["n"]})
+            counts["n"] += 1
+
+    def summary(self) -> PredictSummary:
+        """The counts as a :class:`PredictSummary`."""
+        c = self.counts
+        return PredictSummary(c["n"], c["ok"], c["bad"], c["ood"], self.per_class, c["dup"])
+
+
+def model_stamp(model_path: Path, meta: dict[str, Any]) -> dict[str, str]:
+    """The model's name, version and weights id and the package version (every row has them)."""
+    name, version = identity(model_path, meta)
+    return {
+        "model_name": name,
+        "model_version": version,
+        "model_id": sha256_file(weights_file(model_path))[:12],
+        "bertgeom_version": __version__,
+    }
+
+
+def token_column(bundle: ModelBundle) -> str:
+    """The spikes-table column the model's vocabulary encodes."""
+    return "spike" if bundle.vocab.spec.mode == "aligned" else "raw_spike"
+
+
+@dataclass
+class Classifier:
+    """Classifies chunks of processed rows (and writes them, with :meth:`flush`)."""
 
     bundle: ModelBundle
     ood: Detector | None
     stamp: dict[str, str]
     device: str
     batch_size: int
-    counts: dict[str, int]
-    per_class: dict[str, int]
+    tally: Tally = field(default_factory=Tally)
 
     def flush(self, rows: list[dict[str, Any]], out: RowWriter) -> None:
-        bundle, ood, counts = self.bundle, self.ood, self.counts
+        self.tally.write(self.classify(rows), out)
+
+    def classify(
+        self, rows: list[dict[str, Any]], ids: np.ndarray | None = None
+    ) -> list[Classified]:
+        """The output rows of processed ``rows``; ``ids``: the token ids of the rows that
+        passed QC, in order, when already encoded (else encoded here)."""
+        bundle, ood = self.bundle, self.ood
         ok = [i for i, r in enumerate(rows) if r["qc_status"] != "bad"]
-        column = "spike" if bundle.vocab.spec.mode == "aligned" else "raw_spike"
-        result = infer(
-            bundle.model,
-            bundle.vocab.encode([rows[i][column] for i in ok]),
-            self.batch_size,
-            self.device,
-        )
+        if ids is None:
+            ids = bundle.vocab.encode([rows[i][token_column(bundle)] for i in ok])
+        result = infer(bundle.model, ids.astype(np.int64), self.batch_size, self.device)
         probs = softmax(result.logits.astype(np.float64), bundle.temperature)
         order = np.argsort(-probs, axis=1)
         finite = np.isfinite(result.logits).all(axis=1) & np.isfinite(probs).all(axis=1)  # (n,)
@@ -279,14 +366,16 @@ class _Classifier:
         dist, flags = checks.ood_score, checks.ood
         position = {i: k for k, i in enumerate(ok)}
         checked = {k: j for j, k in enumerate(good)}
+        classified = []
         for i, row in enumerate(rows):
             values = self._describe(row)
             k = position.get(i)
+            duplicate = bool(row.get("duplicate"))
             if k is not None and not finite[k]:  # never a call from NaN or infinite outputs
                 values["predicted_class"] = ""
                 values["ood"] = True
                 values["qc_reasons"] = "; ".join(filter(None, [row["qc_reasons"], NO_CALL]))
-                counts["nonfinite"] += 1
+                classified.append(Classified(values, "nonfinite", duplicate=duplicate))
             elif k is not None:
                 j = checked[k]
                 top = int(checks.calls[j])  # the model's call, or the constellation check's
@@ -306,16 +395,12 @@ class _Classifier:
                     "model_class": bundle.labels[int(order[k, 0])],
                     "note": checks.notes[j],
                 }
-                self.per_class[label] = self.per_class.get(label, 0) + 1
-                counts["ok"] += 1
-                counts["ood"] += int(flags is not None and bool(flags[j]))
+                flagged = flags is not None and bool(flags[j])
+                classified.append(Classified(values, "ok", label, flagged, duplicate))
             else:
                 values["predicted_class"] = UNASSIGNED
-                counts["bad"] += 1
-            counts["dup"] += int(bool(row.get("duplicate")))
-            values["index"] = counts["n"]
-            out.write(values)
-            counts["n"] += 1
+                classified.append(Classified(values, "bad", duplicate=duplicate))
+        return classified
 
     def _describe(self, row: dict[str, Any]) -> dict[str, Any]:
         """The columns of a row that do not depend on the model's output."""
