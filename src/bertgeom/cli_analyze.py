@@ -85,6 +85,31 @@ def add_parser(sub: Any, with_measures: bool) -> argparse.ArgumentParser:
         help="merge these shard state files (every part of one plan) and write --out "
         "(default: none)",
     )
+    pa.add_argument(
+        "--over-training",
+        action="store_true",
+        default=None,
+        help="also stream the genomes through every training snapshot of the model "
+        "(MODEL_DIR/snapshots/, from `train --snapshots N`) into OUT/over_training/ "
+        "(default: off)",
+    )
+    cheap = "the cheap ones"
+    if with_measures:
+        from bertgeom.geometry.dynamics import DEFAULT_MEASURES
+
+        cheap = ",".join(DEFAULT_MEASURES)
+    pa.add_argument(
+        "--over-training-only",
+        metavar="MEASURES",
+        help=f"comma-separated measures per snapshot (default: {cheap})",
+    )
+    pa.add_argument(
+        "--over-training-genomes",
+        type=int,
+        metavar="N",
+        help="stream a stratified subsample of N of the analysed genomes per snapshot "
+        "(default: 0 = all of them)",
+    )
     from bertgeom.cli import _add_quiet
 
     _add_quiet(pa)
@@ -163,6 +188,9 @@ def command(args: argparse.Namespace) -> int:
             "drop_special": args.drop_special,
             "seed": args.seed,
             "measures": measure_overrides(args) or None,
+            "over_training": args.over_training,
+            "over_training_only": args.over_training_only,
+            "over_training_genomes": args.over_training_genomes,
         },
         source=args.config or "options",
     )

@@ -37,6 +37,7 @@ from bertgeom.model.checkpoint import CHECKPOINT, RESUMABLE_CHANGES
 from bertgeom.model.hardneg import hard_negatives
 from bertgeom.model.metrics import macro_f1
 from bertgeom.model.pretrain import pretrain, read_pretrain_meta
+from bertgeom.model.snapshots import Snapshots
 from bertgeom.model.store import MODEL_META, WEIGHTS, save_model_dir
 from bertgeom.resources import CLASSES
 from bertgeom.tokens.vocab import (
@@ -220,6 +221,7 @@ class _Run:
     n_batches: int
     forward: Any = None  # ids, mask -> logits (fastpath), or its torch.compile wrapper
     data_sha256: str = ""  # of the prepared spikes table: the checkpoint's data fingerprint
+    snapshots: Snapshots | None = None  # light weight snapshots (config.snapshots)
 
 
 def _train_epoch(run: _Run, bar: Any) -> tuple[float, int, float]:
@@ -237,6 +239,8 @@ def _train_epoch(run: _Run, bar: Any) -> tuple[float, int, float]:
     seen, t0 = 0, time.perf_counter()
     run.model.train()
     while st.batch < run.n_batches and not (cfg.max_steps and st.step >= cfg.max_steps):
+        if run.snapshots is not None:
+            run.snapshots.maybe_save(run.model, st.step)
         idx = order[st.batch * cfg.batch_size : (st.batch + 1) * cfg.batch_size]
         batch = {k: v.to(rt.device) for k, v in data.collate(d.x_train[idx]).items()}
         target = torch.from_numpy(d.y_train[idx]).to(rt.device)
@@ -322,6 +326,7 @@ def _setup(prepared: Path, out: Path, config: TrainConfig, resume: bool) -> _Run
     forward = functools.partial(fastpath.logits, model)  # logits only: see fastpath
     forward = torch.compile(forward) if config.compile else forward
     run = _Run(model, opt, sched, rt, config, d, _Progress(), n_batches, forward, data_sha)
+    run.snapshots = Snapshots.for_run(out, config, n_batches)
     if ckpt is not None:
         ckpt_io.restore_states(ckpt, _parts(run), d.labels)
         if rt.device.type != "cuda":  # a CUDA checkpoint resumed elsewhere: no fused kernel
@@ -377,6 +382,9 @@ def train(
                 out / CHECKPOINT, _parts(run), dataclasses.asdict(run.state), config,
                 run.data.vocab, run.data.labels, run.data_sha256,
             )  # fmt: skip
+        if run.snapshots is not None:  # the final weights, whatever the schedule
+            run.snapshots.save(run.model, run.state.step)
+            run.snapshots.write_index(run.state.history)
     return _finish(prepared, out, run, time.perf_counter() - t_start)
 
 
@@ -385,6 +393,7 @@ def _finish(prepared: Path, out: Path, run: _Run, seconds: float) -> TrainResult
     if not (out / WEIGHTS).is_file():
         raise ArtifactError(f"{out}: training stopped before its first validation; no model saved")
     outputs = ["config.json", WEIGHTS, *TOKENIZER_FILES, MODEL_META, HISTORY]
+    outputs += run.snapshots.outputs() if run.snapshots is not None else []
     summary = {
         "best_epoch": st.best_epoch,
         "best_val_macro_f1": st.best_f1,
