@@ -41,7 +41,7 @@ FAST = TrainConfig(
 ANALYZE = AnalyzeConfig(
     split="all",
     max_genomes=12,
-    batch_size=6,
+    batch_size=12,
     all_genomes=True,
     only=",".join(DEFAULT_MEASURES),
     measures={"embeddings": {"maps": ""}},
@@ -64,9 +64,9 @@ def test_schedules():
 @pytest.fixture(scope="module")
 def trained(ci_prepared, tmp_path_factory):
     """One epoch (its end is the best model, so the model directory holds the final weights),
-    a snapshot every step (3 steps of 16 of the CI training genomes)."""
+    a snapshot every 3 steps (8 of the CI training genomes each) and at the last."""
     out = tmp_path_factory.mktemp("model")
-    config = replace(FAST, epochs=1, snapshot_every=1)
+    config = replace(FAST, epochs=1, batch_size=8, snapshot_every=3)
     result = train_stage.run(ci_prepared, out, config, progress=False)
     return out, result
 
@@ -74,11 +74,13 @@ def trained(ci_prepared, tmp_path_factory):
 def test_snapshots_at_the_requested_steps(trained):
     out, result = trained
     steps = int(result.history[-1]["step"])
+    assert steps % 3 != 0  # the last step is off the schedule, and kept
+    want = [*range(0, steps, 3), steps]
     snaps = read_snapshots(out)
-    assert [s.step for s in snaps] == list(range(steps + 1))
+    assert [s.step for s in snaps] == want
     index = pd.read_csv(out / SNAPSHOTS_DIR / INDEX, sep="\t")
     assert tuple(index.columns) == INDEX_COLUMNS
-    assert list(index.file) == [snapshot_file(s) for s in range(steps + 1)]
+    assert list(index.file) == [snapshot_file(s) for s in want]
     # validation ran at the epoch's end only
     last = index.iloc[-1]
     assert last.val_macro_f1 == pytest.approx(result.history[-1]["val_macro_f1"])
