@@ -197,3 +197,16 @@ def test_the_report_shows_the_training_dynamics(trained, over_training, tmp_path
     assert "Training dynamics" in html
     assert "linear-probe accuracy" in html
     assert html.count("data:image/png;base64") >= 3
+
+
+def test_the_demo_trains_with_snapshots_and_analyses_them():
+    from importlib import resources
+
+    from bertgeom.config import read_toml, resolve
+
+    with resources.as_file(resources.files("bertgeom.resources") / "demo.toml") as path:
+        doc = read_toml(path)
+    train_cfg = resolve(TrainConfig, doc["train"])
+    analyze_cfg = resolve(AnalyzeConfig, doc["analyze"])
+    assert train_cfg.snapshots >= 3 and analyze_cfg.over_training
+    assert {"train", "analyze", "report"} <= set(doc["run"]["stages"])
