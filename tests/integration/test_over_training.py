@@ -210,3 +210,40 @@ def test_the_demo_trains_with_snapshots_and_analyses_them():
     analyze_cfg = resolve(AnalyzeConfig, doc["analyze"])
     assert train_cfg.snapshots >= 3 and analyze_cfg.over_training
     assert {"train", "analyze", "report"} <= set(doc["run"]["stages"])
+
+
+def test_a_changed_snapshot_is_refused(trained, tmp_path):
+    import shutil
+
+    model, _ = trained
+    copy = tmp_path / "model"
+    shutil.copytree(model, copy)
+    last = read_snapshots(copy)[-1].path
+    last.write_bytes(last.read_bytes()[:-8] + b"\0" * 8)
+    with pytest.raises(ArtifactError, match="changed since bertgeom train wrote it"):
+        read_snapshots(copy)
+
+
+def test_command_line_errors_are_one_line(tiny_model, ci_prepared, tmp_path, capsys):
+    from bertgeom.cli import main
+
+    out = tmp_path / "out"
+    code = main(
+        ["analyze", str(tiny_model), str(ci_prepared), "--out", str(out), "--over-training"]
+    )
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert err.startswith("error: ") and "snapshots.tsv: no such file" in err
+    assert not out.exists()
+    both = [
+        "train",
+        str(ci_prepared),
+        "--out",
+        str(out),
+        "--snapshots",
+        "3",
+        "--snapshot-every",
+        "2",
+    ]
+    assert main(both) == 2
+    assert "snapshots and snapshot_every are two schedules" in capsys.readouterr().err

@@ -199,7 +199,29 @@ def read_snapshots(model_dir: str | os.PathLike) -> list[Snapshot]:
             raise ArtifactError(f"{s.path}: snapshot listed in {index} is missing")
     if not out:
         raise ArtifactError(f"{index}: lists no snapshot")
+    _verify(Path(model_dir), [index, *(s.path for s in out)])
     return sorted(out, key=lambda s: s.step)
+
+
+def _verify(model_dir: Path, paths: Sequence[Path]) -> None:
+    """Check ``paths`` against the sha256 the model directory's manifest records for them (as
+    ``snapshots/<name>``; nothing to check without a manifest or an entry)."""
+    import json
+
+    from bertgeom.io.files import sha256_file
+
+    try:
+        doc = json.loads((model_dir / "manifest.json").read_text(encoding="utf-8"))
+        recorded = {str(o["path"]): str(o["sha256"]) for o in doc.get("outputs", [])}
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return
+    for path in paths:
+        want = recorded.get(f"{SNAPSHOTS_DIR}/{path.name}")
+        if want is not None and sha256_file(path) != want:
+            raise ArtifactError(
+                f"{path}: changed since bertgeom train wrote it (sha256 differs from "
+                f"{model_dir / 'manifest.json'}: damaged, edited or replaced; retrain)"
+            )
 
 
 def load_snapshot(model: Any, snapshot: Snapshot) -> None:
