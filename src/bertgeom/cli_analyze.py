@@ -222,6 +222,10 @@ def command(args: argparse.Namespace) -> int:
             f"{s.n_included} in the statistics) in {s.seconds:.1f} s "
             f"({s.genomes_per_s:.1f} genomes/s) -> {args.out}"
         )
+        if config.over_training:
+            from bertgeom.geometry.dynamics import FOLDER
+
+            print(f"over training: every snapshot of {args.model} -> {args.out}/{FOLDER}/")
     for line in s.notes:
         print(f"note: {line}")
     return 0
