@@ -140,6 +140,9 @@ def _train_config(args: argparse.Namespace, stage: str) -> Any:
             "token_mode": args.token_mode,
             "k": args.k,
             "stride": args.stride,
+            "snapshots": getattr(args, "snapshots", None),
+            "snapshot_every": getattr(args, "snapshot_every", None),
+            "snapshot_dtype": getattr(args, "snapshot_dtype", None),
         },
         source=args.config or "options",
     )
@@ -296,6 +299,27 @@ def _cmd_completion(args: argparse.Namespace) -> int:
 
     sys.stdout.write(completion_script(build_parser(), args.shell))
     return 0
+
+
+def _add_snapshot_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--snapshots",
+        type=int,
+        metavar="N",
+        help="keep the weights at N steps (step 0, then log-spaced to the last) in "
+        "OUT/snapshots/, for `analyze --over-training` (default: 0 = none)",
+    )
+    p.add_argument(
+        "--snapshot-every",
+        type=int,
+        metavar="K",
+        help="keep the weights every K steps instead (default: 0 = none)",
+    )
+    p.add_argument(
+        "--snapshot-dtype",
+        choices=("float32", "float16"),
+        help="precision of the snapshots (default: float32, exact)",
+    )
 
 
 def _add_train_options(p: argparse.ArgumentParser) -> None:
@@ -486,6 +510,7 @@ def build_parser(with_measures: bool = False) -> argparse.ArgumentParser:
     pt.add_argument(
         "--init-from", help="a `bertgeom pretrain` directory to start from (default: none)"
     )
+    _add_snapshot_options(pt)
     pt.set_defaults(func=_cmd_train)
 
     pre = sub.add_parser("pretrain", help="masked k-mer pre-training on unlabelled spikes")

@@ -85,6 +85,31 @@ def add_parser(sub: Any, with_measures: bool) -> argparse.ArgumentParser:
         help="merge these shard state files (every part of one plan) and write --out "
         "(default: none)",
     )
+    pa.add_argument(
+        "--over-training",
+        action="store_true",
+        default=None,
+        help="also stream the genomes through every training snapshot of the model "
+        "(MODEL_DIR/snapshots/, from `train --snapshots N`) into OUT/over_training/ "
+        "(default: off)",
+    )
+    cheap = "the cheap ones"
+    if with_measures:
+        from bertgeom.geometry.dynamics import DEFAULT_MEASURES
+
+        cheap = ",".join(DEFAULT_MEASURES)
+    pa.add_argument(
+        "--over-training-only",
+        metavar="MEASURES",
+        help=f"comma-separated measures per snapshot (default: {cheap})",
+    )
+    pa.add_argument(
+        "--over-training-genomes",
+        type=int,
+        metavar="N",
+        help="stream a stratified subsample of N of the analysed genomes per snapshot "
+        "(default: 0 = all of them)",
+    )
     from bertgeom.cli import _add_quiet
     from bertgeom.cli_scale import add_analyze_options
 
@@ -165,6 +190,9 @@ def command(args: argparse.Namespace) -> int:
             "drop_special": args.drop_special,
             "seed": args.seed,
             "measures": measure_overrides(args) or None,
+            "over_training": args.over_training,
+            "over_training_only": args.over_training_only,
+            "over_training_genomes": args.over_training_genomes,
         },
         source=args.config or "options",
     )
@@ -204,6 +232,10 @@ def command(args: argparse.Namespace) -> int:
             f"{s.n_included} in the statistics) in {s.seconds:.1f} s "
             f"({s.genomes_per_s:.1f} genomes/s) -> {args.out}"
         )
+        if config.over_training:
+            from bertgeom.geometry.dynamics import FOLDER
+
+            print(f"over training: every snapshot of {args.model} -> {args.out}/{FOLDER}/")
     for line in s.notes:
         print(f"note: {line}")
     return 0

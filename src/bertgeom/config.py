@@ -217,6 +217,11 @@ class TrainConfig:
     hard_negative_events
         Most defining events (a substitution, or a run of changes at consecutive residues)
         planted into one hard negative.
+    snapshots, snapshot_every, snapshot_dtype
+        ``train`` only: keep the model's weights at ``snapshots`` steps (step 0, then log-spaced
+        to the last step) or every ``snapshot_every`` steps (0 = none; not both), in
+        ``snapshots/`` of the model directory, as ``float32`` (exact) or ``float16``
+        (:mod:`bertgeom.model.snapshots`), for ``bertgeom analyze --over-training``.
     """
 
     preset: str = "small"
@@ -243,6 +248,9 @@ class TrainConfig:
     mask_prob: float = 0.15
     hard_negatives: float = 1.0
     hard_negative_events: int = 3
+    snapshots: int = 0
+    snapshot_every: int = 0
+    snapshot_dtype: str = "float32"
 
     def __post_init__(self) -> None:
         from bertgeom.model.presets import RECIPES
@@ -283,6 +291,18 @@ class TrainConfig:
         _check(0 < self.mask_prob < 1, "mask_prob", "must be in (0, 1)")
         _check(self.hard_negatives >= 0, "hard_negatives", "must be >= 0")
         _check(self.hard_negative_events >= 1, "hard_negative_events", "must be >= 1")
+        _check(self.snapshots >= 0, "snapshots", "must be >= 0 (0 = none)")
+        _check(self.snapshot_every >= 0, "snapshot_every", "must be >= 0 (0 = none)")
+        _check(
+            not (self.snapshots and self.snapshot_every),
+            "snapshots",
+            "and snapshot_every are two schedules: give one of them",
+        )
+        _check(
+            self.snapshot_dtype in ("float32", "float16"),
+            "snapshot_dtype",
+            "must be float32 or float16",
+        )
 
 
 @dataclass(frozen=True)
@@ -319,6 +339,16 @@ class AnalyzeConfig:
         last one.
     measures
         Per measure, the options that differ from its defaults (``{"gates": {"window": 2}}``).
+    over_training
+        Also stream the genomes through every training snapshot of the model
+        (``MODEL/snapshots/``, written by ``train --snapshots N``) into ``OUT/over_training/``
+        (:mod:`bertgeom.pipeline.analyze_dynamics`).
+    over_training_only
+        Comma-separated measures computed per snapshot (empty = the cheap ones:
+        ``bertgeom.geometry.dynamics.DEFAULT_MEASURES``).
+    over_training_genomes
+        Genomes streamed per snapshot: a class-stratified seeded subsample of the analysis'
+        own genomes (0 = all of them).
     """
 
     split: str = "test"
@@ -331,6 +361,9 @@ class AnalyzeConfig:
     seed: int = 42
     checkpoint_minutes: float = 5.0
     measures: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    over_training: bool = False
+    over_training_only: str = ""
+    over_training_genomes: int = 0
 
     #: keys of a TOML ``[analyze]`` table that are sub-tables of measure options
     NESTED: typing.ClassVar[str] = "measures"
@@ -345,6 +378,10 @@ class AnalyzeConfig:
         _check(self.max_genomes >= 0, "max_genomes", "must be >= 0")
         _check(self.batch_size >= 0, "batch_size", "must be >= 0 (0 = by device)")
         _check(self.checkpoint_minutes >= 0, "checkpoint_minutes", "must be >= 0")
+        _check(self.over_training_genomes >= 0, "over_training_genomes", "must be >= 0 (0 = all)")
+        from bertgeom.geometry.measures import select
+
+        select(self.over_training_only)  # an unknown measure name is a ConfigError
         self.selected()  # an unknown measure name is a ConfigError
         self.options()  # so are bad measure options
 

@@ -42,6 +42,7 @@ from bertgeom.model.distributed import World
 from bertgeom.model.hardneg import hard_negatives
 from bertgeom.model.metrics import macro_f1
 from bertgeom.model.pretrain import pretrain, read_pretrain_meta
+from bertgeom.model.snapshots import Snapshots
 from bertgeom.model.store import MODEL_META, WEIGHTS, save_model_dir
 from bertgeom.resources import CLASSES
 from bertgeom.tokens.vocab import (
@@ -226,6 +227,7 @@ class _Run:
     forward: Any = None  # ids, mask -> logits (fastpath), or its DDP / torch.compile wrapper
     data_sha256: str = ""  # of the prepared spikes table: the checkpoint's data fingerprint
     world: World = field(default_factory=World)  # the torchrun processes (one by default)
+    snapshots: Snapshots | None = None  # light weight snapshots (config.snapshots)
 
 
 def _train_epoch(run: _Run, bar: Any) -> tuple[float, int, float]:
@@ -243,6 +245,8 @@ def _train_epoch(run: _Run, bar: Any) -> tuple[float, int, float]:
     seen, t0 = 0, time.perf_counter()
     run.model.train()
     while st.batch < run.n_batches and not (cfg.max_steps and st.step >= cfg.max_steps):
+        if run.snapshots is not None:
+            run.snapshots.maybe_save(run.model, st.step)
         rows = order[st.batch * cfg.batch_size : (st.batch + 1) * cfg.batch_size]
         idx = distributed.rank_rows(rows, world)
         empty = len(idx) == 0  # fewer rows than ranks: one row with weight 0 joins the step
@@ -336,6 +340,8 @@ def _setup(prepared: Path, out: Path, config: TrainConfig, resume: bool, world: 
     n_batches = math.ceil(len(d.y_train) / config.batch_size)
     opt, sched = loop.build_optimizer(model, config, config.epochs * n_batches)
     run = _Run(model, opt, sched, rt, config, d, _Progress(), n_batches, None, data_sha, world)
+    # rank 0 alone writes snapshots (as every other file)
+    run.snapshots = Snapshots.for_run(out, config, n_batches) if world.main else None
     if ckpt is not None:
         ckpt_io.restore_states(ckpt, _parts(run), d.labels, rank=world.rank)
         if rt.device.type != "cuda":  # a CUDA checkpoint resumed elsewhere: no fused kernel
@@ -395,6 +401,9 @@ def train(
                 _end_validation(run, out, row, t0, rank_rng)
             # rank 0's position and bookkeeping, hence its early-stopping decision, everywhere
             run.state = _Progress(**distributed.from_main(dataclasses.asdict(run.state), world))
+        if run.snapshots is not None:  # the final weights, whatever the schedule
+            run.snapshots.save(run.model, run.state.step)
+            run.snapshots.write_index(run.state.history)
     return _finish(prepared, out, run, time.perf_counter() - t_start)
 
 
@@ -418,6 +427,7 @@ def _finish(prepared: Path, out: Path, run: _Run, seconds: float) -> TrainResult
     if run.world.main and not (out / WEIGHTS).is_file():
         raise ArtifactError(f"{out}: training stopped before its first validation; no model saved")
     outputs = ["config.json", WEIGHTS, *TOKENIZER_FILES, MODEL_META, HISTORY]
+    outputs += run.snapshots.outputs() if run.snapshots is not None else []
     summary = {
         "best_epoch": st.best_epoch,
         "best_val_macro_f1": st.best_f1,

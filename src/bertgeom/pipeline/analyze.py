@@ -14,6 +14,10 @@ Three ways to run the same plan, with equal outputs:
   whose state is saved to a file (``bertgeom analyze --shard K/N --state-out FILE``);
 - :func:`merge`: the states of every shard merged in shard order, then written
   (``bertgeom analyze --merge FILE... --out DIR``).
+
+With ``over_training`` (``--over-training``), :func:`run` also streams the plan's genomes
+through every training snapshot of the model into ``OUT/over_training/``
+(:mod:`bertgeom.pipeline.analyze_dynamics`).
 """
 
 from __future__ import annotations
@@ -255,11 +259,23 @@ def run(
 
     check_target(out_dir, [model_dir, prepared_dir], stage="analyze")
     fixed_mmap_threshold()  # resident memory flat over batches (see bertgeom.heap)
+    if config.over_training:  # before any work: a model without snapshots fails at once
+        from bertgeom.model.snapshots import read_snapshots
+
+        read_snapshots(model_dir)
     p = plan(model_dir, prepared_dir, config)
     with writing(out_dir, inputs=[model_dir, prepared_dir], stage="analyze") as out:
         stream = new_stream(p)
         state = stream_genomes(p, stream, 0, p.n, progress, checkpoint=out)
-        summary = write_outputs(p, stream, _joined(state.preds), state.seconds, out)
+        extra: tuple[list[str], dict[str, Any]] = ([], {})
+        if p.config.over_training:  # every snapshot, into out/over_training/
+            from bertgeom.pipeline import analyze_dynamics
+
+            extra = analyze_dynamics.run(p, model_dir, out, progress)
+        summary = write_outputs(
+            p, stream, _joined(state.preds), state.seconds, out, extra_outputs=extra[0],
+            extra_summary=extra[1],
+        )  # fmt: skip
         resume.remove(out)
     return summary
 
@@ -279,6 +295,7 @@ def run_shard(
     from bertgeom.io.outputs import check_target
 
     check_target(state_out, [model_dir, prepared_dir], kind="file")
+    _one_process(config)
     fixed_mmap_threshold()
     p = plan(model_dir, prepared_dir, config)
     payload = shard_state(p, shard, progress)
@@ -321,6 +338,7 @@ def merge(
 
     inputs = [model_dir, prepared_dir, *state_files]
     check_target(out_dir, inputs, stage="analyze")
+    _one_process(config)
     p = plan(model_dir, prepared_dir, config)
     fp = p.fingerprint()
     parts = []
@@ -369,6 +387,11 @@ def merge_states(
     return total, _joined(preds), seconds
 
 
+def _one_process(config: AnalyzeConfig) -> None:
+    if config.over_training:
+        raise ConfigError("over_training runs in one process: not with --shard or --merge")
+
+
 def _joined(preds: list[np.ndarray]) -> np.ndarray:
     return np.concatenate(preds) if preds else np.zeros(0, np.int64)
 
@@ -382,15 +405,11 @@ class FigureContext:
     all_genomes: bool
 
 
-def write_outputs(
-    p: Plan,
-    stream: Any,
-    preds: np.ndarray,
-    seconds: float,
-    out: Path,
-    shards: int = 1,
-) -> AnalyzeSummary:
-    """Every measure's tables, arrays and figures, the genomes table and the manifest."""
+def measure_tables(
+    p: Plan, stream: Any, preds: np.ndarray
+) -> tuple[dict[str, Any], dict[str, Any], np.ndarray, np.ndarray]:
+    """The ``genomes`` table and every measure's finished (and derived) tables, the measures'
+    arrays, and per genome whether it was classified correctly and is in the statistics."""
     from bertgeom.geometry.measures.base import Arrays, Genomes
 
     if len(preds) != p.n:
@@ -422,6 +441,23 @@ def write_outputs(
             (arrays if isinstance(value, Arrays) else tables)[name] = value
     for m in stream.measures:
         tables |= m.derive(tables)
+    return tables, arrays, correct, included
+
+
+def write_outputs(
+    p: Plan,
+    stream: Any,
+    preds: np.ndarray,
+    seconds: float,
+    out: Path,
+    shards: int = 1,
+    extra_outputs: Sequence[str] = (),
+    extra_summary: dict[str, Any] | None = None,
+) -> AnalyzeSummary:
+    """Every measure's tables, arrays and figures, the genomes table and the manifest (which
+    also lists ``extra_outputs``, files already written into ``out``, and holds
+    ``extra_summary``)."""
+    tables, arrays, correct, included = measure_tables(p, stream, preds)
     written: list[str] = []
     parquet_only = {t for m in stream.measures for t in m.parquet_only}
     for name, table in tables.items():
@@ -430,6 +466,7 @@ def write_outputs(
         written += _write_arrays(out, name, value)
     ctx = FigureContext(p.classes, p.bundle.vocab.spec, p.config.all_genomes)
     written += _write_figures(out, stream.measures, tables, ctx)
+    written += list(extra_outputs)
     notes = [*p.notes, *(n for m in stream.measures for n in m.notes)]
     extra = {m.name: m.summary for m in stream.measures if m.summary}
     write_manifest(
@@ -447,6 +484,7 @@ def write_outputs(
             "measures": [m.name for m in stream.measures],
             **({"notes": notes} if notes else {}),
             **extra,
+            **(extra_summary or {}),
         },
     )
     return AnalyzeSummary(

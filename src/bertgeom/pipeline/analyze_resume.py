@@ -31,7 +31,10 @@ from bertgeom.io.files import atomic_path
 CHECKPOINT = "analyze_checkpoint.pt"
 #: ``AnalyzeConfig`` fields read only after the stream: they may change on resumption (the
 #: measures' own options say which of theirs matter to the stream: ``stream_options``).
-OUTPUT_ONLY = frozenset({"all_genomes", "checkpoint_minutes", "measures", "only"})
+OUTPUT_ONLY = frozenset(
+    {"all_genomes", "checkpoint_minutes", "measures", "only", "over_training",
+     "over_training_only", "over_training_genomes"}
+)  # fmt: skip
 
 
 @dataclass

@@ -11,7 +11,8 @@ A run directory holds one folder per stage (any may be missing); what is read fr
   confusion.tsv, predictions.tsv and its figures;
 - ``analyze/`` (``bertgeom analyze``): manifest.json, the ``genomes`` table and the tables of
   the measures the manifest lists (:func:`analyze_tables`; Parquet, else TSV) and
-  figures/*.png.
+  figures/*.png; with ``--over-training``, ``over_training/`` (the tables of
+  ``geometry.dynamics.REPORT_TABLES`` and figures/*.png, keyed ``over_training/<name>``).
 
 A file that exists but cannot be read is recorded as a *problem* of its stage (shown in the
 report) instead of stopping the report.
@@ -293,6 +294,22 @@ def _load_analyze(stage: StageArtefacts) -> None:
     figures = stage.path / "figures"
     if figures.is_dir():
         stage.figures = {p.stem: p for p in sorted(figures.glob("*.png")) if _current(stage, p)}
+    _load_over_training(stage)
+
+
+def _load_over_training(stage: StageArtefacts) -> None:
+    """The tables and figures of ``analyze --over-training`` (``over_training/``), keyed
+    ``over_training/<name>``."""
+    from bertgeom.geometry.dynamics import FOLDER, REPORT_TABLES
+
+    if not (stage.path / FOLDER).is_dir():
+        return
+    _load_tables(stage, tuple(f"{FOLDER}/{name}" for name in REPORT_TABLES))
+    figures = stage.path / FOLDER / "figures"
+    if figures.is_dir():
+        for p in sorted(figures.glob("*.png")):
+            if _current(stage, p):
+                stage.figures[f"{FOLDER}/{p.stem}"] = p
 
 
 _LOADERS = {

@@ -17,6 +17,7 @@ from bertgeom.report.artefacts import RunArtefacts, StageArtefacts, report_measu
 from bertgeom.report.common import (
     file_name,
 )
+from bertgeom.report.dynamics_section import dynamics_findings, dynamics_section
 from bertgeom.report.html import (
     Section,
     bullets,
@@ -117,6 +118,7 @@ def summary_section(run: RunArtefacts) -> Section:
     items += consistency_notes(run)
     for measure in report_measures(run):
         items += [s for s in measure.findings(run) if s]
+    items += dynamics_findings(run)
     if items:
         body += "<h3>Findings</h3>" + bullets(items).replace("<ul>", '<ul class="findings">', 1)
     else:
@@ -135,11 +137,14 @@ STAGE_SECTIONS: tuple[Callable[[RunArtefacts], Section], ...] = (
 
 def build_sections(run: RunArtefacts) -> list[Section]:
     """Every section of the report, in order: the stages', each measure's (registry order),
-    the Methods."""
+    the training dynamics (with ``analyze --over-training``), the Methods."""
     out = [build(run) for build in STAGE_SECTIONS]
     for measure in report_measures(run):
         section = measure.section(run)
         if section is not None:
             out.append(section)
+    dynamics = dynamics_section(run)
+    if dynamics is not None:
+        out.append(dynamics)
     out.append(methods_section(run))
     return out
