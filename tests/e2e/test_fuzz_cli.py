@@ -52,6 +52,7 @@ SLOW_OR_WRITING = {
     "simulate": {"--per-class", "--quiet"},
     "run": {"--quiet", "--force"},
     "demo": {"--out", "--quiet", "--force"},  # any valid --out runs the whole demo
+    "analyze-encoder": {"--quiet", "--embeddings-maps"},
 }
 
 
@@ -85,6 +86,23 @@ def check_outcome(code: int, err: str, args: list[str]) -> None:
     assert all("warning" in ln or ln.startswith("note: ") for ln in others), (args, err)
 
 
+def _tiny_encoder(out: Path) -> Path:
+    """A randomly initialised 2-layer BertModel (no head) with a word tokenizer."""
+    import torch
+    import transformers
+
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "dog", "ran", "a", "cat", "sat"]
+    words += ["cold", "rain", "fell"]
+    cfg = transformers.BertConfig(
+        vocab_size=len(words), hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=32, max_position_embeddings=16,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    transformers.BertModel(cfg).save_pretrained(out)
+    transformers.BertTokenizer(vocab={w: i for i, w in enumerate(words)}).save_pretrained(out)
+    return out
+
+
 @pytest.fixture(scope="module")
 def inputs(tiny_model, ci_prepared, shared_data, tmp_path_factory):
     """Read-only inputs: a model with its manifest, a prepared folder, a FASTA, labels."""
@@ -102,12 +120,16 @@ def inputs(tiny_model, ci_prepared, shared_data, tmp_path_factory):
     labels.write_text(f"seq_id\tclass\n{lines[0][1:]}\talpha\n{lines[2][1:]}\tdelta\n")
     config = root / "c.toml"
     config.write_text("[prepare]\njobs = 1\n")
+    encoder, texts = _tiny_encoder(root / "encoder"), root / "texts.tsv"
+    texts.write_text("the dog ran\tpets\na cat sat\tpets\ncold rain fell\tweather\n")
     return {
         "model": model,
         "prepared": prepared,
         "fasta": fasta,
         "labels": labels,
         "config": config,
+        "encoder": encoder,
+        "texts": texts,
     }
 
 
@@ -298,6 +320,10 @@ def _baseline(command: str, inputs: dict[str, Path], out: Path) -> list[str]:
             *("--map-methods", "", "--keep-maps", "0", "--only", "cone"),
         ],
         "report": ["report", str(inputs["prepared"].parent), "--out", str(out) + ".html"],
+        "analyze-encoder": [
+            *("analyze-encoder", str(inputs["encoder"]), str(inputs["texts"])),
+            *("--out", str(out), "--quiet", "--only", "cone"),
+        ],
         "simulate": ["simulate", "--out", str(out), "--per-class", "1", "--quiet"],
         "run": ["run", "--config", str(inputs["config"]), "--quiet"],
         "demo": ["demo", "--out", str(out), "--quiet"],
