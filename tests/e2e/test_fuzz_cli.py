@@ -46,9 +46,10 @@ SLOW_OR_WRITING = {
     "train": {"--preset", "--epochs", "--max-steps", "--k", "--stride", "--compile", "--quiet"},
     "pretrain": {"--preset", "--epochs", "--max-steps", "--k", "--stride", "--compile", "--quiet"},
     "evaluate": {"--refit"},
-    "predict": {"--quiet"},
+    # --engine ray starts a local Ray cluster (tests/integration/test_scaleout_ray.py covers it)
+    "predict": {"--quiet", "--engine"},
     "prepare": {"--quiet"},
-    "analyze": {"--max-genomes", "--keep-maps", "--map-methods", "--compat", "--quiet"},
+    "analyze": {"--max-genomes", "--keep-maps", "--map-methods", "--compat", "--quiet", "--engine"},
     "simulate": {"--per-class", "--quiet"},
     "run": {"--quiet", "--force"},
     "demo": {"--out", "--quiet", "--force"},  # any valid --out runs the whole demo

@@ -20,8 +20,11 @@ from bertgeom.errors import ArtifactError, BertgeomError, InputError
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; it replaces ``path`` only if the block succeeds."""
-    target = Path(path)
+    """Yield a temporary path beside ``path``; it replaces ``path`` only if the block succeeds.
+
+    The path is absolute, so libraries that read ``scheme:rest`` as a URI (pyarrow) take a
+    relative folder such as ``cuda:99`` as the local folder it is."""
+    target = Path(os.path.abspath(path))
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)

@@ -61,7 +61,8 @@ class SpikesWriter:
         import pyarrow.parquet as pq
 
         self._schema = schema()
-        self._writer = pq.ParquetWriter(str(path), self._schema, compression="zstd")
+        # an absolute path: pyarrow reads "cuda:99/x.parquet" as a URI of scheme "cuda"
+        self._writer = pq.ParquetWriter(os.path.abspath(path), self._schema, compression="zstd")
         self._batch: list[dict[str, Any]] = []
         self._batch_size = batch_size
         self.n_rows = 0
@@ -105,7 +106,7 @@ def iter_spike_batches(
 
     p = _checked(path)
     with reading(p, _WHAT):
-        pf = pq.ParquetFile(str(p))
+        pf = pq.ParquetFile(os.path.abspath(p))
         missing = [c for c in (columns or ()) if c not in pf.schema_arrow.names]
         if missing:
             raise ArtifactError(f"{p}: missing columns {missing}; was it written by prepare?")
@@ -131,8 +132,10 @@ def read_spikes(path: str | os.PathLike, columns: Sequence[str] | None = None) -
 
     p = _checked(path)
     with reading(p, _WHAT):
-        schema_names = pq.read_schema(str(p)).names
+        schema_names = pq.read_schema(os.path.abspath(p)).names
         missing = [c for c in (columns or ()) if c not in schema_names]
         if missing:
             raise ArtifactError(f"{p}: missing columns {missing}; was it written by prepare?")
-        return pq.read_table(str(p), columns=list(columns) if columns else None).to_pandas()
+        return pq.read_table(
+            os.path.abspath(p), columns=list(columns) if columns else None
+        ).to_pandas()

@@ -136,7 +136,7 @@ def _columns(prepared_dir: str | os.PathLike) -> tuple[str, ...]:
 
     path = spikes_path(prepared_dir)
     with reading(path, "Parquet table (spikes.parquet)", "run `bertgeom prepare` again"):
-        names = pq.ParquetFile(str(path)).schema_arrow.names
+        names = pq.ParquetFile(os.path.abspath(path)).schema_arrow.names
     return TRAIN_COLUMNS + tuple(c for c in ("lineage", "held_out") if c in names)
 
 

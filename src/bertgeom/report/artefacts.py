@@ -181,11 +181,11 @@ def read_tsv_frame(path: Path) -> pd.DataFrame:
 def read_parquet_frame(path: Path, columns: tuple[str, ...] | None = None) -> pd.DataFrame:
     """A Parquet table, restricted to the ``columns`` it has (all when None)."""
     if columns is None:
-        return pd.read_parquet(path)
+        return pd.read_parquet(os.path.abspath(path))
     import pyarrow.parquet as pq
 
     have = set(pq.read_schema(path).names)
-    return pd.read_parquet(path, columns=[c for c in columns if c in have])
+    return pd.read_parquet(os.path.abspath(path), columns=[c for c in columns if c in have])
 
 
 def _try(stage: StageArtefacts, path: Path, reader: Any) -> Any:
