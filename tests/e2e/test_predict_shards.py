@@ -12,16 +12,6 @@ import pytest
 from bertgeom.cli import main
 
 
-@pytest.fixture()
-def one_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def twelve(shared_data, tmp_path_factory):
     """12 real CI genomes, the 11th repeating the id of the 3rd."""

@@ -52,17 +52,6 @@ def ray_cluster():
     ray.shutdown()
 
 
-@pytest.fixture()
-def one_thread():
-    """torch on one thread in this process (the workers use one), restored afterwards."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def genomes(shared_data, tmp_path_factory):
     """Two inputs built from 14 real CI records: a gzip file of 9 and a plain, wrapped file of

@@ -231,9 +231,11 @@ def _count_ood(
     (a note: detector or constellation check, as ``predict`` writes them), and the method."""
     import numpy as np
 
+    from bertgeom.model.assess import assess_calls
     from bertgeom.model.data import load_split, sequences_for
     from bertgeom.model.infer import infer, resolve_device
     from bertgeom.model.metrics import softmax
+    from bertgeom.model.openset import load_detectors
 
     dev = resolve_device(device)
     bundle = load_model_dir(model_dir, device=dev)
@@ -241,17 +243,11 @@ def _count_ood(
     out = infer(bundle.model, bundle.vocab.encode(sequences_for(df, bundle.vocab.spec.mode)),
                 batch_size, dev)  # fmt: skip
     probs = softmax(out.logits.astype(np.float64), bundle.temperature)
-    from bertgeom.model.openset import load_detectors
-
     detectors, default = load_detectors(str(model_dir / "ood.npz"))
     ood = detectors[default]
-    spikes = sequences_for(df, "aligned")
-    scores = ood.scores(out.logits, out.cls, spikes, bundle.temperature)
-    from bertgeom.model.assess import assess_calls
-
     checks = assess_calls(
-        bundle.labels, probs, out.logits, out.cls, spikes, df.mutations.fillna("").tolist(),
-        ood, bundle.temperature,
+        bundle.labels, probs, out.logits, out.cls, sequences_for(df, "aligned"),
+        df.mutations.fillna("").tolist(), ood, bundle.temperature,
     )  # fmt: skip
-    n_ood = int(ood.flag(scores, probs.max(axis=1)).sum())
-    return n_ood, int(checks.flagged.sum()), ood.method
+    assert checks.ood is not None  # a detector was given
+    return int(checks.ood.sum()), int(checks.flagged.sum()), ood.method
