@@ -92,9 +92,13 @@ def cone_index(
     batch, pos = x.shape[0], x.shape[-2]
     keep = content_mask(check_mask(mask, batch, pos, x.device), drop_special)
     keep = keep.view(batch, *([1] * (x.dim() - 3)), pos)  # (batch, 1.., pos)
-    unit, nonzero = unit_vectors(x, atol)
-    unit = unit * keep.unsqueeze(-1)
-    index = torch.linalg.vector_norm(unit.sum(-2), dim=-1)
+    x = x.to(torch.promote_types(x.dtype, torch.float32))
+    norm = torch.linalg.vector_norm(x, dim=-1)
+    nonzero = norm > atol
+    # Σ x/||x|| over the kept non-zero rows as one weighted sum (a matrix-vector product: two
+    # reads of x, where scaling every row first would write and read x three more times)
+    weight = torch.where(nonzero & keep, 1.0 / torch.where(nonzero, norm, 1.0), 0.0)
+    index = torch.linalg.vector_norm((weight.unsqueeze(-2) @ x).squeeze(-2), dim=-1)
     count = (nonzero & keep).sum(-1)
     n_zero = (~nonzero & keep).sum(-1)
     return ConeIndex(index=index, count=count, n_zero=n_zero)

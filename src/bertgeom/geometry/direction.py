@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from bertgeom.geometry.masking import check_mask, content_mask
+from bertgeom.geometry.threads import map_chunks
 
 
 def head_blocks(weight: Tensor, n_heads: int) -> Tensor:
@@ -283,10 +284,32 @@ def attention_asymmetry(
     -------
     (batch, head) float64
     """
-    pos = attn.shape[-1]
-    a = _float(attn)
+    b, pos = attn.shape[0], attn.shape[-1]
+    keep = None
     if mask is not None or drop_special:
-        w = _content(mask, attn.shape[0], pos, attn.device, drop_special).to(a.dtype)
+        keep = _content(mask, b, pos, attn.device, drop_special)
+    if attn.device.type != "cpu":
+        return _asymmetry(attn, keep)
+
+    # on the CPU one genome at a time (its maps and temporaries stay in cache: 2x faster than
+    # the batch at once), the genomes split among torch's threads
+    def genomes(lo: int, hi: int) -> Tensor:
+        return torch.cat(
+            [
+                _asymmetry(attn[i : i + 1], None if keep is None else keep[i : i + 1])
+                for i in range(lo, hi)
+            ]
+        )
+
+    return torch.cat(map_chunks(genomes, b))
+
+
+def _asymmetry(attn: Tensor, keep: Tensor | None) -> Tensor:
+    """``attention_asymmetry`` of (batch, head, pos, pos) maps over the ``keep`` (batch, pos)
+    positions (None: all)."""
+    a = _float(attn)
+    if keep is not None:
+        w = keep.to(a.dtype)
         a = a * (w[:, None, :, None] * w[:, None, None, :])
     d2 = _squared_norm(a - a.transpose(-1, -2))
     s2 = (4 * _squared_norm(a) - d2).clamp(min=0)

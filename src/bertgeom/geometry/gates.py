@@ -184,6 +184,7 @@ def layer_measures(
     mask: Tensor | None = None,
     options: GateOptions | None = None,
     right_padded: bool | None = None,
+    recip_out: Tensor | None = None,
 ) -> LayerMeasures:
     """The per-genome measures of one layer's attention (see the module docstring).
 
@@ -198,6 +199,8 @@ def layer_measures(
     mask : (batch, pos) bool, True = real token; None = all real
     options : window, coverage, drop_special, iterations
     right_padded : whether ``mask`` is right-padded (``is_right_padded``; None = check here)
+    recip_out : (batch, head, pos - 1, pos - 1) where the reciprocal attention of ``parts`` is
+        written (``segmentation.reciprocal_parts``); None = a new tensor
 
     Returns
     -------
@@ -245,7 +248,7 @@ def layer_measures(
     log_n = torch.log(n.to(a.dtype))[:, None]
     row_entropy = torch.where(n[:, None] >= 2, mean_entropy / log_n.clamp(min=1e-30), 0.0)
     content_rows = ((content_mass > 0) & content[:, None, :]).sum(-1)
-    parts = reciprocal_parts(a[..., 1:, 1:], (n - 2).clamp(min=0), content_rows)
+    parts = reciprocal_parts(a[..., 1:, 1:], (n - 2).clamp(min=0), content_rows, recip_out)
     return LayerMeasures(
         measures=torch.stack([out[m] for m in MEASURES], 1),
         profile=profile,

@@ -197,7 +197,9 @@ class ClusterParts:
         )
 
 
-def reciprocal_parts(x: Tensor, n_content: Tensor, content_rows: Tensor) -> ClusterParts:
+def reciprocal_parts(
+    x: Tensor, n_content: Tensor, content_rows: Tensor, out: Tensor | None = None
+) -> ClusterParts:
     """``ClusterParts`` of attention already in content order.
 
     Parameters
@@ -207,13 +209,15 @@ def reciprocal_parts(x: Tensor, n_content: Tensor, content_rows: Tensor) -> Clus
         itself (the [SEP] of compacted attention, dropped here)
     n_content : (batch,) int64 m
     content_rows : (batch, head) content rows that give content keys any mass
+    out : (batch, head, pos, pos) where R is written (e.g. a slice of a buffer holding several
+        layers for one dynamic programme); None = a new tensor
 
     Returns
     -------
     ClusterParts
     """
     b, h, p, _ = x.shape
-    s = torch.mul(x, x.transpose(-1, -2))  # A_ij A_ji, a new (batch, head, pos, pos) tensor
+    s = torch.mul(x, x.transpose(-1, -2), out=out)  # A_ij A_ji
     if p:  # zero row and column m where m < pos
         genome = torch.arange(b, device=x.device)
         sep = n_content.clamp(max=p - 1)

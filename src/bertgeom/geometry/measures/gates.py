@@ -32,7 +32,7 @@ only pass contiguous content).
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
@@ -232,6 +232,7 @@ class Gates(Measure):
         self._layers: dict[int, LayerMeasures] = {}
         self._cluster: dict[int, torch.Tensor] = {}
         self._held: list[tuple[int, ClusterParts]] = []
+        self._buffer: torch.Tensor | None = None  # reciprocal attention of the held layers
 
     # stream -------------------------------------------------------------------------
     def begin_batch(self, batch: BatchInfo) -> None:
@@ -239,11 +240,21 @@ class Gates(Measure):
         self._right_padded = is_right_padded(batch.mask)  # the batch's one host sync
 
     def update(self, layer: int, view: Any, batch: BatchInfo) -> None:
-        lm = layer_measures(view.A, view.mask, self._kernel, self._right_padded)
+        attn = view.A
+        b, h, p = attn.shape[0], attn.shape[1], max(attn.shape[-1] - 1, 0)
+        dtype = torch.promote_types(attn.dtype, torch.float32)
+        per_layer = b * h * p * p * dtype.itemsize
+        group = max(1, min(self.info.n_layers, self._hold_bytes(attn.device) // max(per_layer, 1)))
+        shape = (b, group * h, p, p)
+        buffer = self._buffer
+        if buffer is None or buffer.shape != shape or buffer.dtype != dtype:
+            buffer = self._buffer = torch.empty(shape, dtype=dtype, device=attn.device)
+        slot = len(self._held)
+        out = buffer[:, slot * h : (slot + 1) * h]
+        lm = layer_measures(attn, view.mask, self._kernel, self._right_padded, recip_out=out)
         self._layers[layer] = lm
         self._held.append((layer, lm.parts))
-        held = sum(p.nbytes for _, p in self._held)
-        if held >= self._hold_bytes(view.A.device):
+        if len(self._held) == group:
             self._solve()
 
     def end_batch(self, batch: BatchInfo) -> None:
@@ -277,23 +288,30 @@ class Gates(Measure):
         if not self._held:
             return
         held, self._held = self._held, []
-        parts = ClusterParts.cat([p for _, p in held]) if len(held) > 1 else held[0][1]
         heads = [p.reciprocity.shape[1] for _, p in held]
+        parts = held[0][1]
+        if len(held) > 1:  # the layers' R are consecutive slices of the one buffer
+            assert self._buffer is not None
+            small = ClusterParts.cat([replace(p, recip=p.recip[:, :0]) for _, p in held])
+            parts = replace(small, recip=self._buffer[:, : sum(heads)])
         for (layer, _), score in zip(held, cluster_from_parts(parts).split(heads, 1), strict=True):
             self._cluster[layer] = score
 
     @staticmethod
     def _hold_bytes(device: torch.device) -> int:
-        """Reciprocal attention held before the cluster programme runs. Each run costs ``pos``
-        sequential steps of small operations whatever it holds, so fewer, larger runs win: on
-        a GPU up to a quarter of its memory, on the CPU up to :data:`CPU_HOLD_BYTES` (4 layers
-        of ``small`` at batch 16 in one run: 1.6x faster than a run per layer)."""
+        """Reciprocal attention held before the cluster programme runs (at least one layer).
+        Each run costs ``pos`` sequential steps of small operations whatever it holds, so
+        fewer, larger runs win: on a GPU up to a quarter of its memory, on the CPU up to
+        :data:`CPU_HOLD_BYTES` (4 layers of ``small`` at batch 16 in one run: 1.6x faster
+        than a run per layer). The held layers write R into consecutive slices of one buffer,
+        kept from batch to batch while the batch shape stays (no copy, no new allocation)."""
         if device.type == "cuda":
             return torch.cuda.get_device_properties(device).total_memory // 4
         return CPU_HOLD_BYTES
 
     # output -------------------------------------------------------------------------
     def finish(self, genomes: Genomes) -> dict[str, pd.DataFrame]:
+        self._buffer = None  # the stream is over
         return {
             "gates": self._gates_table(genomes.all_genomes),
             "row_entropy": self._row_entropy_table(genomes),
