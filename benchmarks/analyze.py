@@ -193,6 +193,11 @@ def main() -> None:
 
     import torch
 
+    from bertgeom.heap import fixed_mmap_threshold
+
+    # the heap policy of ``bertgeom analyze`` (blocks of 1 MiB and more mapped and unmapped on
+    # their own: resident memory flat over batches), for the forward pass and the stream alike
+    fixed_mmap_threshold()
     if args.threads:
         torch.set_num_threads(args.threads)
 

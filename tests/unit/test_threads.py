@@ -85,6 +85,13 @@ def test_kernels_do_not_depend_on_grouping_or_thread_count(two_threads):
         assert torch.equal(alone[0], whole[i])
         asym = attention_asymmetry(a[i : i + 1], mask[i : i + 1])
         assert torch.equal(asym[0], attention_asymmetry(a, mask)[i])
+    # nor on the padding: genome 3 (15 real tokens) alone and unpadded
+    short = spectrum(a[3:4, :, :15, :15], square=True).singular_values[0]
+    assert torch.equal(short, whole[3][..., :15])
+    assert (whole[3][..., 15:] == 0).all()
+    rows = spectrum(a[3:4, :, :15, :], square=False).singular_values[0]
+    padded = spectrum(a, mask, square=False).singular_values[3]
+    assert torch.equal(rows, padded[..., :15]) and (padded[..., 15:] == 0).all()
     stats = row_statistics(a)
     torch.set_num_threads(1)
     one = row_statistics(a)

@@ -20,6 +20,7 @@ All weight functions accept any leading dimensions, e.g. ``(layer, d_model, d_mo
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -248,11 +249,33 @@ def score_directionality(
     -------
     (batch, head) float64 in [0, 1]
     """
-    q, k = q.double(), k.double()
+    keep = None
     if mask is not None or drop_special:
         keep = _content(mask, q.shape[0], q.shape[-2], q.device, drop_special)
-        w = keep[:, None, :, None].double()
+    if q.device.type != "cpu":
+        return _directionality(q, k, keep)
+    # on the CPU genome by genome (float64 copies of a few hundred KB, reused from the heap
+    # where a batch's would be mapped afresh), the genomes split among torch's threads
+    return _per_genome(
+        lambda i: _directionality(q[i : i + 1], k[i : i + 1], _row(keep, i)), q.shape[0]
+    )
+
+
+def _row(keep: Tensor | None, i: int) -> Tensor | None:
+    return None if keep is None else keep[i : i + 1]
+
+
+def _per_genome(fn: Callable[[int], Tensor], n: int) -> Tensor:
+    """``fn(i)`` for every genome i, concatenated, the genomes split among torch's threads."""
+    return torch.cat(map_chunks(lambda lo, hi: torch.cat([fn(i) for i in range(lo, hi)]), n))
+
+
+def _directionality(q: Tensor, k: Tensor, keep: Tensor | None) -> Tensor:
+    """``score_directionality`` over the ``keep`` (batch, pos) positions (None: all)."""
+    if keep is not None:  # the mask is 0/1: applied before the float64 copy, exactly
+        w = keep[:, None, :, None].to(q.dtype)
         q, k = q * w, k * w
+    q, k = q.double(), k.double()
     gq, gk = q.transpose(-1, -2) @ q, k.transpose(-1, -2) @ k  # (batch, head, d_head, d_head)
     c = k.transpose(-1, -2) @ q
     m2 = (gq * gk).sum((-1, -2))  # ||M||²; Gq, Gk symmetric
@@ -291,17 +314,39 @@ def attention_asymmetry(
     if attn.device.type != "cpu":
         return _asymmetry(attn, keep)
 
-    # on the CPU one genome at a time (its maps and temporaries stay in cache: 2x faster than
-    # the batch at once), the genomes split among torch's threads
+    # on the CPU genome by genome (its maps stay in cache: 2x faster than the batch at once),
+    # the kept block sliced out (no masked copy) and A - Aᵀ written into one scratch tensor
+    # per thread (not mapped afresh per genome: bertgeom.heap), the genomes split among
+    # torch's threads
+    a = _float(attn)
+
     def genomes(lo: int, hi: int) -> Tensor:
-        return torch.cat(
-            [
-                _asymmetry(attn[i : i + 1], None if keep is None else keep[i : i + 1])
-                for i in range(lo, hi)
-            ]
-        )
+        scratch = a.new_empty(a.shape[1:])
+        out = []
+        for i in range(lo, hi):
+            block = _kept_block(a[i], None if keep is None else keep[i])
+            n = block.shape[-1]
+            diff = torch.sub(block, block.transpose(-1, -2), out=scratch[:, :n, :n])
+            d2 = _squared_norm(diff)
+            s2 = (4 * _squared_norm(block) - d2).clamp(min=0)
+            out.append(torch.where(s2 > 0, (d2 / s2.clamp(min=1e-300)).sqrt(), 0.0))
+        return torch.stack(out) if out else a.new_zeros((0, a.shape[1]), dtype=torch.float64)
 
     return torch.cat(map_chunks(genomes, b))
+
+
+def _kept_block(x: Tensor, keep: Tensor | None) -> Tensor:
+    """(head, n, n): the kept rows and columns of one genome's maps (head, pos, pos), a view
+    when they are contiguous."""
+    if keep is None:
+        return x
+    at = keep.nonzero()[:, 0]
+    if not len(at):
+        return x[:, :0, :0]
+    if int(at[-1] - at[0]) + 1 == len(at):
+        lo, hi = int(at[0]), int(at[-1]) + 1
+        return x[:, lo:hi, lo:hi]
+    return x.index_select(1, at).index_select(2, at)
 
 
 def _asymmetry(attn: Tensor, keep: Tensor | None) -> Tensor:

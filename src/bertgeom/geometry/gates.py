@@ -185,6 +185,7 @@ def layer_measures(
     options: GateOptions | None = None,
     right_padded: bool | None = None,
     recip_out: Tensor | None = None,
+    work: Tensor | None = None,
 ) -> LayerMeasures:
     """The per-genome measures of one layer's attention (see the module docstring).
 
@@ -201,13 +202,16 @@ def layer_measures(
     right_padded : whether ``mask`` is right-padded (``is_right_padded``; None = check here)
     recip_out : (batch, head, pos - 1, pos - 1) where the reciprocal attention of ``parts`` is
         written (``segmentation.reciprocal_parts``); None = a new tensor
+    work : a float tensor of ``attn``'s shape that receives the renormalised copy of the maps
+        (a caller streaming many batches reuses one: a map-sized tensor allocated afresh for
+        every layer costs its page faults each time); None = a new tensor
 
     Returns
     -------
     LayerMeasures
     """
     options = options or GateOptions()
-    a, n = _renormalised(attn, mask, right_padded)
+    a, n = _renormalised(attn, mask, right_padded, work)
     idx = torch.arange(a.shape[-1], device=a.device)
     real = idx < n[:, None]
     content = real & (idx >= 1) & (idx < n[:, None] - 1)
@@ -260,11 +264,12 @@ def layer_measures(
 
 
 def _renormalised(
-    attn: Tensor, mask: Tensor | None, right_padded: bool | None
+    attn: Tensor, mask: Tensor | None, right_padded: bool | None, out: Tensor | None = None
 ) -> tuple[Tensor, Tensor]:
     """A float copy of ``attn`` in compacted positions with PAD rows and keys zeroed and every
     row renormalised over the real keys (the same values as ``compact_square`` then the
-    division: without its gathers when the batch is right-padded), and the real counts n."""
+    division: without its gathers when the batch is right-padded), and the real counts n;
+    written into ``out`` when given (a right-padded batch)."""
     if attn.dim() != 4 or attn.shape[-1] != attn.shape[-2]:
         raise ValueError(f"attn must be (batch, head, pos, pos), got {tuple(attn.shape)}")
     b, _, p, _ = attn.shape
@@ -275,7 +280,8 @@ def _renormalised(
     if right_padded is None:
         right_padded = is_right_padded(mask)
     if right_padded:
-        a = x * real[:, None, None, :]  # PAD keys zeroed (a new tensor, PAD rows kept)
+        # PAD keys zeroed (a new tensor unless ``out``, PAD rows kept)
+        a = torch.mul(x, real[:, None, None, :], out=out)
     else:
         a, _ = compact_square(x, mask)
     total = a.sum(-1, keepdim=True)

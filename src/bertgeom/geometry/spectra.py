@@ -195,8 +195,8 @@ def eigen_entropy_compat(
 def _svdvals(m: Tensor, keep: Tensor, square: bool, driver: str | None) -> Tensor:
     """Singular values of each genome's real block, descending, zero-padded to min(rows, cols).
 
-    On the CPU the zero-padded matrices go to ``svdvals``, split among torch's threads
-    (``_svdvals_cpu``); on a GPU without a driver, at once. With a
+    Without a driver the zero-padded matrices go to ``svdvals`` at once (on the CPU
+    ``spectrum`` takes each genome's real block instead: ``_svdvals_blocks``). With a
     cuSOLVER driver, genomes are grouped by their number of real rows and each group's unpadded
     blocks go to that driver (the zeros of padding make a matrix rank-deficient, which
     approximate drivers such as gesvda cannot handle); where the driver fails to converge, the
@@ -207,9 +207,7 @@ def _svdvals(m: Tensor, keep: Tensor, square: bool, driver: str | None) -> Tenso
     m : (batch, ..., rows, cols) zero outside the real block
     keep : (batch, rows) bool, the real rows (and columns when ``square``)
     """
-    if not m.is_cuda:
-        return _svdvals_cpu(m)
-    if driver is None:
+    if driver is None or not m.is_cuda:
         return torch.linalg.svdvals(m)
     order, n = compact_order(keep)
     idx = order.view(m.shape[0], *([1] * (m.dim() - 3)), -1, 1).expand(m.shape)
@@ -230,22 +228,53 @@ def _svdvals(m: Tensor, keep: Tensor, square: bool, driver: str | None) -> Tenso
     return out
 
 
-def _svdvals_cpu(m: Tensor) -> Tensor:
-    """``svdvals`` of (..., rows, cols) on the CPU, the matrices split among torch's threads
-    (``threads.map_chunks``; LAPACK's own threading gains little on one matrix: 1.7x in all
-    for 16 attention maps of 427 x 427 on two cores). One call per matrix: LAPACK's rounding
-    depends on where a matrix sits in memory (its alignment inside a batched copy), so a
-    genome's values would otherwise depend on the genomes batched with it."""
-    flat = m.reshape(-1, *m.shape[-2:])
-    k = min(m.shape[-2:])
+def _svdvals_blocks(m: Tensor, keep: Tensor, square: bool) -> Tensor:
+    """Singular values of each genome's real block on the CPU, descending, zero-padded to
+    min(rows, cols): ``_svdvals`` without the padded copy.
+
+    Each (genome, head) block (the kept rows, and with ``square`` the kept columns; a slice
+    when they are contiguous) goes to ``svdvals`` on its own, the blocks split among torch's
+    threads (``threads.map_chunks``; LAPACK's own threading gains little on one matrix: 1.7x
+    in all for 16 attention maps of 427 x 427 on two cores). So a genome's values depend
+    neither on the padding of its batch nor on the genomes beside it (LAPACK's rounding
+    depends on a matrix's size and on where it sits in a batched copy).
+
+    Parameters
+    ----------
+    m : (batch, ..., rows, cols) float
+    keep : (batch, rows) bool
+    """
+    b, rows, cols = m.shape[0], m.shape[-2], m.shape[-1]
+    flat = m.reshape(b, -1, rows, cols)
+    heads = flat.shape[1]
+    k = min(rows, cols)
+    index = []
+    for g in range(b):
+        pos = keep[g].nonzero()[:, 0]
+        if len(pos) and int(pos[-1] - pos[0]) + 1 == len(pos):
+            index.append(slice(int(pos[0]), int(pos[-1]) + 1))
+        else:
+            index.append(pos)
+
+    def block(g: int, h: int) -> Tensor:
+        x = flat[g, h]
+        at = index[g]
+        if isinstance(at, slice):
+            return x[at, at] if square else x[at]
+        x = x.index_select(0, at)
+        return x.index_select(1, at) if square else x
 
     def chunk(lo: int, hi: int) -> Tensor:
-        out = flat.new_empty((hi - lo, k))
+        out = flat.new_zeros((hi - lo, k))
         for i in range(lo, hi):
-            out[i - lo] = torch.linalg.svdvals(flat[i])
+            x = block(*divmod(i, heads))
+            if x.numel():
+                s = torch.linalg.svdvals(x)
+                out[i - lo, : s.shape[-1]] = s
         return out
 
-    return torch.cat(map_chunks(chunk, flat.shape[0])).view(*m.shape[:-2], k)
+    s = torch.cat(map_chunks(chunk, b * heads))
+    return s.view(*m.shape[:-2], k)
 
 
 @dataclass(frozen=True)
@@ -307,8 +336,15 @@ def spectrum(
     -------
     Spectrum
     """
-    m, n_rows, n_cols = mask_matrix(m, mask, square=square, drop_special=drop_special)
-    s = _svdvals(m, _keep(m, mask, drop_special).flatten(1), square, driver)
+    if m.is_cuda:
+        m, n_rows, n_cols = mask_matrix(m, mask, square=square, drop_special=drop_special)
+        s = _svdvals(m, _keep(m, mask, drop_special).flatten(1), square, driver)
+    else:
+        m = _float(m)
+        keep = _keep(m, mask, drop_special)
+        n_rows = keep.sum(-1)
+        n_cols = n_rows if square else torch.full_like(n_rows, m.shape[-1])
+        s = _svdvals_blocks(m, keep.flatten(1), square)
     top = s[..., 0]
     if rtol is None:
         eps = torch.finfo(m.dtype).eps

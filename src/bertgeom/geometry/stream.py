@@ -28,6 +28,7 @@ from bertgeom.errors import ArtifactError
 from bertgeom.geometry.capture import Capture, LayerTensors, encoder_layers
 from bertgeom.geometry.masking import content_mask
 from bertgeom.geometry.measures.base import STREAM_READS, BatchInfo, Measure, RunInfo
+from bertgeom.geometry.threads import map_chunks
 
 #: The whole-layer stream points, in stream order (cone index, spectra, pooled vectors, flow).
 LAYER_POINTS = ("X", "C", "O", "U", "F", "Y")
@@ -64,9 +65,25 @@ class LayerView:
     def pooled(self) -> Tensor:
         """(batch, point, d_model) float64: the mean of each whole-layer stream point
         (:data:`LAYER_POINTS`) over the content positions."""
-        m = self.content[..., None].double()
-        n = m.sum(1).clamp(min=1)
-        return torch.stack([(getattr(self, p).double() * m).sum(1) / n for p in LAYER_POINTS], 1)
+        content = self.content
+        if content.device.type != "cpu" or not len(content):
+            m = content[..., None].double()
+            n = m.sum(1).clamp(min=1)
+            points = [(getattr(self, p).double() * m).sum(1) / n for p in LAYER_POINTS]
+            return torch.stack(points, 1)
+
+        # on the CPU genome by genome: float64 copies of a few hundred KB come from the heap,
+        # where a batch's (7 MB per point for ``small``) would be mapped afresh (bertgeom.heap)
+        def genome(i: int) -> Tensor:
+            m = content[i, :, None].double()
+            n = m.sum(0).clamp(min=1)
+            points = [(getattr(self, p)[i].double() * m).sum(0) / n for p in LAYER_POINTS]
+            return torch.stack(points)
+
+        def genomes(lo: int, hi: int) -> Tensor:
+            return torch.stack([genome(i) for i in range(lo, hi)])
+
+        return torch.cat(map_chunks(genomes, content.shape[0]))
 
     @cached_property
     def n_content(self) -> Tensor:

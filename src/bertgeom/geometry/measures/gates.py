@@ -233,6 +233,7 @@ class Gates(Measure):
         self._cluster: dict[int, torch.Tensor] = {}
         self._held: list[tuple[int, ClusterParts]] = []
         self._buffer: torch.Tensor | None = None  # reciprocal attention of the held layers
+        self._work: torch.Tensor | None = None  # the renormalised maps of one layer
 
     # stream -------------------------------------------------------------------------
     def begin_batch(self, batch: BatchInfo) -> None:
@@ -251,7 +252,12 @@ class Gates(Measure):
             buffer = self._buffer = torch.empty(shape, dtype=dtype, device=attn.device)
         slot = len(self._held)
         out = buffer[:, slot * h : (slot + 1) * h]
-        lm = layer_measures(attn, view.mask, self._kernel, self._right_padded, recip_out=out)
+        work = self._work
+        if work is None or work.shape != attn.shape or work.dtype != dtype:
+            work = self._work = torch.empty(attn.shape, dtype=dtype, device=attn.device)
+        lm = layer_measures(
+            attn, view.mask, self._kernel, self._right_padded, recip_out=out, work=work
+        )
         self._layers[layer] = lm
         self._held.append((layer, lm.parts))
         if len(self._held) == group:
@@ -311,7 +317,7 @@ class Gates(Measure):
 
     # output -------------------------------------------------------------------------
     def finish(self, genomes: Genomes) -> dict[str, pd.DataFrame]:
-        self._buffer = None  # the stream is over
+        self._buffer = self._work = None  # the stream is over
         return {
             "gates": self._gates_table(genomes.all_genomes),
             "row_entropy": self._row_entropy_table(genomes),
