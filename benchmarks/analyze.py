@@ -150,18 +150,35 @@ def memory_once(model_dir: str, prepared: str, out: str, n: int, batch: int, dev
     from bertgeom.pipeline import analyze
 
     gpu = device.startswith("cuda")
-    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rss0 = _resident_kib("VmRSS")
     cfg = AnalyzeConfig(
         split="all", max_genomes=n, batch_size=batch, device=device, all_genomes=True,
         only=only, measures={"embeddings": {"maps": "pca"}},
     )  # fmt: skip
     s = analyze.run(Path(model_dir), Path(prepared), Path(out), cfg, progress=False)
     mem = (
-        torch.cuda.max_memory_allocated() / 2**20
-        if gpu
-        else (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024
+        torch.cuda.max_memory_allocated() / 2**20 if gpu else (_resident_kib("VmHWM") - rss0) / 1024
     )
     return s.n_genomes, s.genomes_per_s, mem
+
+
+def _resident_kib(field: str) -> int:
+    """This process's resident size (``VmRSS``) or its peak (``VmHWM``) in KiB.
+
+    From /proc/self/status: the peak of this process image only. ``getrusage``'s ``ru_maxrss``
+    is not: Linux carries it across fork and exec, so a child started by a large benchmark
+    process reports the parent's peak (every run then read 0 MiB of growth). Off Linux,
+    ``ru_maxrss`` (KiB on Linux, bytes on macOS; only the peak is known there).
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(f"{field}:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if field == "VmHWM" else 0
 
 
 def in_child(*args: object) -> tuple[int, float, float]:
