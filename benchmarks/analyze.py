@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import resource
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -178,6 +179,7 @@ def _resident_kib(field: str) -> int:
     except OSError:
         pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak = peak // 1024 if sys.platform == "darwin" else peak
     return peak if field == "VmHWM" else 0
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from bertgeom.geometry import threads
-from bertgeom.geometry.direction import attention_asymmetry
+from bertgeom.geometry.direction import attention_asymmetry, score_directionality
 from bertgeom.geometry.head_measures import row_statistics
 from bertgeom.geometry.spectra import spectrum
 
@@ -101,3 +101,22 @@ def test_kernels_do_not_depend_on_grouping_or_thread_count(two_threads):
     assert torch.equal(spectrum(a, mask, square=True).singular_values, whole)
     torch.set_num_threads(1)
     assert torch.equal(spectrum(a, mask, square=True).singular_values, whole)
+
+
+def test_a_split_leaves_the_default_of_later_threads(two_threads):
+    threads.map_chunks(lambda lo, hi: None, 4)
+    seen = []
+    t = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+    t.start()
+    t.join()
+    assert seen == [2]
+
+
+def test_empty_batches_and_autograd(two_threads):
+    empty = torch.rand(0, 2, 6, 6)
+    assert spectrum(empty, square=True).singular_values.shape == (0, 2, 6)
+    assert score_directionality(torch.rand(0, 2, 6, 4), torch.rand(0, 2, 6, 4)).shape == (0, 2)
+    assert attention_asymmetry(empty).shape == (0, 2)
+    a = _attention(2, 2, 7).requires_grad_()
+    attention_asymmetry(a).sum().backward()  # the CPU fast path writes into a scratch tensor
+    assert a.grad is not None and torch.isfinite(a.grad).all()

@@ -98,7 +98,11 @@ def cone_index(
     # Σ x/||x|| over the kept non-zero rows as one weighted sum (a matrix-vector product: two
     # reads of x, where scaling every row first would write and read x three more times)
     weight = torch.where(nonzero & keep, 1.0 / torch.where(nonzero, norm, 1.0), 0.0)
-    index = torch.linalg.vector_norm((weight.unsqueeze(-2) @ x).squeeze(-2), dim=-1)
+    if x.device.type == "cpu":
+        total = (weight.unsqueeze(-2) @ x).squeeze(-2)
+    else:  # elementwise: a GPU matmul may run in TF32 or lower precision when the user enabled it
+        total = (x * weight.unsqueeze(-1)).sum(-2)
+    index = torch.linalg.vector_norm(total, dim=-1)
     count = (nonzero & keep).sum(-1)
     n_zero = (~nonzero & keep).sum(-1)
     return ConeIndex(index=index, count=count, n_zero=n_zero)

@@ -252,7 +252,7 @@ def score_directionality(
     keep = None
     if mask is not None or drop_special:
         keep = _content(mask, q.shape[0], q.shape[-2], q.device, drop_special)
-    if q.device.type != "cpu":
+    if q.device.type != "cpu" or not len(q):
         return _directionality(q, k, keep)
     # on the CPU genome by genome (float64 copies of a few hundred KB, reused from the heap
     # where a batch's would be mapped afresh), the genomes split among torch's threads
@@ -266,7 +266,8 @@ def _row(keep: Tensor | None, i: int) -> Tensor | None:
 
 
 def _per_genome(fn: Callable[[int], Tensor], n: int) -> Tensor:
-    """``fn(i)`` for every genome i, concatenated, the genomes split among torch's threads."""
+    """``fn(i)`` for every genome i (n >= 1), concatenated, the genomes split among torch's
+    threads."""
     return torch.cat(map_chunks(lambda lo, hi: torch.cat([fn(i) for i in range(lo, hi)]), n))
 
 
@@ -311,8 +312,8 @@ def attention_asymmetry(
     keep = None
     if mask is not None or drop_special:
         keep = _content(mask, b, pos, attn.device, drop_special)
-    if attn.device.type != "cpu":
-        return _asymmetry(attn, keep)
+    if attn.device.type != "cpu" or (torch.is_grad_enabled() and attn.requires_grad):
+        return _asymmetry(attn, keep)  # (the CPU path writes into a scratch tensor)
 
     # on the CPU genome by genome (its maps stay in cache: 2x faster than the batch at once),
     # the kept block sliced out (no masked copy) and A - Aᵀ written into one scratch tensor

@@ -2,9 +2,10 @@
 
 PAD handling: a genome's matrix is its real block (n x n for attention, n x d for token rows).
 Zeroing the PAD rows (and, for square matrices, columns) of a padded matrix only adds zero
-singular values and zero eigenvalues, so every spectral statistic below is computed on the
-padded batch at once and equals the one of the real block (up to rounding); tolerances use the
-real sizes.
+singular values and zero eigenvalues, so the statistics below are computed on the padded batch
+at once and equal the ones of the real block (up to rounding); tolerances use the real sizes.
+``spectrum`` on the CPU decomposes each genome's real block on its own instead (its values then
+do not depend on the batch).
 
 Textbook measures: row Shannon entropy of attention, von Neumann entropy, singular values,
 numerical / effective / stable rank. The research code's variants are kept as ``compat``
@@ -245,9 +246,11 @@ def _svdvals_blocks(m: Tensor, keep: Tensor, square: bool) -> Tensor:
     keep : (batch, rows) bool
     """
     b, rows, cols = m.shape[0], m.shape[-2], m.shape[-1]
+    k = min(rows, cols)
+    if m.numel() == 0:
+        return m.new_zeros((*m.shape[:-2], k))
     flat = m.reshape(b, -1, rows, cols)
     heads = flat.shape[1]
-    k = min(rows, cols)
     index = []
     for g in range(b):
         pos = keep[g].nonzero()[:, 0]
@@ -336,7 +339,7 @@ def spectrum(
     -------
     Spectrum
     """
-    if m.is_cuda:
+    if m.device.type != "cpu":
         m, n_rows, n_cols = mask_matrix(m, mask, square=square, drop_special=drop_special)
         s = _svdvals(m, _keep(m, mask, drop_special).flatten(1), square, driver)
     else:

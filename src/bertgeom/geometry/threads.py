@@ -7,8 +7,9 @@ is not split at all, and each split op pays an OpenMP barrier). Splitting the ma
 ``torch.get_num_threads()`` Python threads, each running torch (and numpy, which releases the
 GIL) on one thread, keeps every core busy: 1.7x for the attention SVDs on two cores.
 
-A worker sets its own torch thread count to one (OpenMP's thread count is per thread, so the
-caller's setting is unchanged) and runs under the caller's grad and inference modes (both are
+A worker sets its own torch thread count to one (OpenMP's thread count is per thread; the
+process-wide default that torch also sets, read by threads it meets later, is set back to the
+caller's count when the split ends) and runs under the caller's grad and inference modes (both are
 thread-local in torch); with one torch thread everything runs in the caller's thread. So every
 chunk runs on one torch thread whatever the split: the values do not depend on the thread
 count or on how the items were grouped.
@@ -72,6 +73,11 @@ def map_chunks(fn: Callable[[int, int], T], n: int) -> list[T]:
         return [fn(0, n)]
     threads = workers(n)
     run = _as_caller(fn)
-    with ThreadPoolExecutor(threads, initializer=_one_thread) as pool:
-        futures = [pool.submit(run, lo, hi) for lo, hi in bounds(n, threads)]
-        return [f.result() for f in futures]
+    caller = torch.get_num_threads()
+    try:
+        with ThreadPoolExecutor(threads, initializer=_one_thread) as pool:
+            futures = [pool.submit(run, lo, hi) for lo, hi in bounds(n, threads)]
+            return [f.result() for f in futures]
+    finally:
+        # a worker's set_num_threads(1) also sets the default of threads torch meets later
+        torch.set_num_threads(caller)

@@ -102,6 +102,18 @@ def parse_thresholds(text: str) -> GateThresholds:
         raise ValueError(f"thresholds: {err}") from None
 
 
+def _fits(buffer: torch.Tensor | None, shape: tuple[int, ...], dtype: torch.dtype) -> bool:
+    """Whether a kept ``buffer`` can be written again: this shape and dtype, made in the current
+    inference mode (an inference tensor cannot be written outside inference mode, nor the
+    reverse)."""
+    return (
+        buffer is not None
+        and tuple(buffer.shape) == tuple(shape)
+        and buffer.dtype == dtype
+        and buffer.is_inference() == torch.is_inference_mode_enabled()
+    )
+
+
 @dataclass(frozen=True)
 class GatesOptions:
     """Options of the gates measure (TOML ``[analyze.gates]``, flags ``--gates-<option>``)."""
@@ -247,14 +259,16 @@ class Gates(Measure):
         per_layer = b * h * p * p * dtype.itemsize
         group = max(1, min(self.info.n_layers, self._hold_bytes(attn.device) // max(per_layer, 1)))
         shape = (b, group * h, p, p)
+        if not _fits(self._buffer, shape, dtype):
+            self._buffer = None  # dropped before the new one is made (GPU memory)
+            self._buffer = torch.empty(shape, dtype=dtype, device=attn.device)
         buffer = self._buffer
-        if buffer is None or buffer.shape != shape or buffer.dtype != dtype:
-            buffer = self._buffer = torch.empty(shape, dtype=dtype, device=attn.device)
         slot = len(self._held)
         out = buffer[:, slot * h : (slot + 1) * h]
+        if not _fits(self._work, tuple(attn.shape), dtype):
+            self._work = None
+            self._work = torch.empty(attn.shape, dtype=dtype, device=attn.device)
         work = self._work
-        if work is None or work.shape != attn.shape or work.dtype != dtype:
-            work = self._work = torch.empty(attn.shape, dtype=dtype, device=attn.device)
         lm = layer_measures(
             attn, view.mask, self._kernel, self._right_padded, recip_out=out, work=work
         )
