@@ -2,7 +2,7 @@
 
 Usage: python benchmarks/analyze.py --prepared PREPARED_DIR [--preset small base | --model DIR]
        [--genomes 256] [--batch 16] [--device cuda] [--only cone,gates,...]
-       [--memory 1000 10000] [--threads 2] [--clock wall|cpu]
+       [--memory 1000 10000] [--threads 2] [--clock wall|cpu] [--no-breakdown]
 
 Per preset (a randomly initialised classifier: speed does not depend on the weights) on a
 class-stratified sample of ``--genomes`` genomes (split "all"), in this one process and on the
@@ -13,7 +13,8 @@ same batches:
 2. ``analyze``'s stream with the chosen measures (every default one unless ``--only``), its
    genomes/s and the ratio analyze / forward, and the seconds each measure's stream work took
    (``Stream(profile=True)``: the device is synchronised around each call, so on a GPU the
-   per-measure split is indicative and the total is measured in a separate, unprofiled pass);
+   per-measure split is indicative and the total is measured in a separate, unprofiled pass;
+   ``--no-breakdown`` skips the profiled pass);
 3. the post-stream work of each measure (``finish``: tables, probes, maps), timed separately.
 
 ``--memory N ...`` adds peak-memory rows: one ``analyze`` run per sample size, each in a fresh
@@ -113,10 +114,13 @@ def analyze_in_process(model_dir: Path, prepared: Path, args, device: str) -> di
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     streaming = CLOCK() - t
-    profiled = analyze.new_stream(p)
-    profiled.profile = True
-    profiled.clock = CLOCK
-    analyze.stream_genomes(p, profiled, 0, p.n, progress=False)
+    per_measure: dict[str, float] = {}
+    if args.breakdown:
+        profiled = analyze.new_stream(p)
+        profiled.profile = True
+        profiled.clock = CLOCK
+        analyze.stream_genomes(p, profiled, 0, p.n, progress=False)
+        per_measure = profiled.times
     import numpy as np
 
     preds = np.concatenate(state.preds)
@@ -136,7 +140,7 @@ def analyze_in_process(model_dir: Path, prepared: Path, args, device: str) -> di
         "n": p.n,
         "forward": forward,
         "stream": streaming,
-        "per_measure": profiled.times,
+        "per_measure": per_measure,
         "finish": finish,
         "batch": p.config.batch_size,
     }
@@ -203,6 +207,10 @@ def main() -> None:
     ap.add_argument("--memory", nargs="*", type=int, default=[], help="sample sizes")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
     ap.add_argument(
+        "--no-breakdown", dest="breakdown", action="store_false",
+        help="skip the second, profiled stream (the per-measure table): half the time for base",
+    )  # fmt: skip
+    ap.add_argument(
         "--clock", choices=("wall", "cpu"), default="wall",
         help="wall time, or this process's CPU time (with --threads 1 on a loaded machine)",
     )  # fmt: skip
@@ -247,13 +255,14 @@ def main() -> None:
             print(f"| analyze streaming | {strm:,.1f} | {strm / fwd:.3f} |")
             print(f"| post-stream tables (finish) | {post:,.1f} s in all | |")
             total = sum(r["per_measure"].values())
-            print("\n| measure | stream s | ms per genome | x forward | finish s |")
-            print("| --- | ---: | ---: | ---: | ---: |")
-            for m, sec in sorted(r["per_measure"].items(), key=lambda kv: -kv[1]):
-                print(f"| {m} | {sec:.2f} | {1e3 * sec / n:.2f} | {sec / r['forward']:.2f} "
-                      f"| {r['finish'].get(m, 0.0):.2f} |")  # fmt: skip
-            print(f"| (all measures) | {total:.2f} | {1e3 * total / n:.2f} | "
-                  f"{total / r['forward']:.2f} | {post:.2f} |")  # fmt: skip
+            if r["per_measure"]:  # (skipped with --no-breakdown)
+                print("\n| measure | stream s | ms per genome | x forward | finish s |")
+                print("| --- | ---: | ---: | ---: | ---: |")
+                for m, sec in sorted(r["per_measure"].items(), key=lambda kv: -kv[1]):
+                    print(f"| {m} | {sec:.2f} | {1e3 * sec / n:.2f} | {sec / r['forward']:.2f} "
+                          f"| {r['finish'].get(m, 0.0):.2f} |")  # fmt: skip
+                print(f"| (all measures) | {total:.2f} | {1e3 * total / n:.2f} | "
+                      f"{total / r['forward']:.2f} | {post:.2f} |")  # fmt: skip
             if args.memory:
                 print("\n| genomes | genomes/s | peak MiB (each run in its own process) |")
                 print("| ---: | ---: | ---: |")
