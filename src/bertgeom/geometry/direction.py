@@ -328,9 +328,7 @@ def attention_asymmetry(
             block = _kept_block(a[i], None if keep is None else keep[i])
             n = block.shape[-1]
             diff = torch.sub(block, block.transpose(-1, -2), out=scratch[:, :n, :n])
-            d2 = _squared_norm(diff)
-            s2 = (4 * _squared_norm(block) - d2).clamp(min=0)
-            out.append(torch.where(s2 > 0, (d2 / s2.clamp(min=1e-300)).sqrt(), 0.0))
+            out.append(_ratio(block, diff))
         return torch.stack(out) if out else a.new_zeros((0, a.shape[1]), dtype=torch.float64)
 
     return torch.cat(map_chunks(genomes, b))
@@ -357,7 +355,13 @@ def _asymmetry(attn: Tensor, keep: Tensor | None) -> Tensor:
     if keep is not None:
         w = keep.to(a.dtype)
         a = a * (w[:, None, :, None] * w[:, None, None, :])
-    d2 = _squared_norm(a - a.transpose(-1, -2))
+    return _ratio(a, a - a.transpose(-1, -2))
+
+
+def _ratio(a: Tensor, diff: Tensor) -> Tensor:
+    """``||A - Aᵀ||_F / ||A + Aᵀ||_F`` from A and D = A - Aᵀ, with
+    ``||A + Aᵀ||² = 4||A||² - ||D||²``."""
+    d2 = _squared_norm(diff)
     s2 = (4 * _squared_norm(a) - d2).clamp(min=0)
     return torch.where(s2 > 0, (d2 / s2.clamp(min=1e-300)).sqrt(), 0.0)
 
