@@ -147,3 +147,34 @@ def test_attention_figures_only_for_aligned_tokens(setup):
 def test_options_are_validated(bad):
     with pytest.raises(ValueError):
         Maps.Options(**bad)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_cpu_sums_by_genome_equal_the_masked_index_add(threads):
+    """The CPU path (each genome's real rows added in place, heads split among threads) gives
+    the sums of the masked batch added with index_add_, bitwise, for prefix masks, a mask with
+    a hole and buckets shared by several genomes."""
+    from bertgeom.geometry.measures.maps import _add_by_genome
+
+    g = torch.Generator().manual_seed(0)
+    batch, heads, p, width, n_buckets = 5, 3, 7, 9, 4
+    held = [torch.rand(batch, heads, p, p, generator=g) for _ in range(2)]
+    mask = torch.ones(batch, p, dtype=torch.bool)
+    mask[1, 5:] = False
+    mask[3, 2] = False  # not a prefix
+    mask[4, 1:] = False
+    buckets = torch.tensor([2, 0, 2, 3, 2])
+    start = torch.rand(2, heads, n_buckets, width, width, generator=g)
+    expect = start.clone()
+    real = mask.float()[:, None, :, None]
+    for layer, maps in enumerate(held):
+        src = torch.nn.functional.pad(maps * real, (0, width - p, 0, width - p))
+        expect[layer].index_add_(1, buckets, src.transpose(0, 1))
+    got = start.clone()
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        _add_by_genome(got, held, mask, buckets.tolist())
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(got, expect)

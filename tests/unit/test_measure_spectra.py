@@ -86,6 +86,13 @@ def stream(captured, buckets, cuts, n_classes=2, genomes=4, compat=False, lo=0):
             for i, t in enumerate(layers):
                 m.update(i, LayerView(i, _slice(t, rows), batch, info), batch)
             batch.buckets = buckets[a:b]
+            again = m.revisit(batch)  # the driver's second look, here the same tensors
+            if again is not None:
+                sub = BatchInfo(mask=mask[rows][again], labels=batch.labels[again],
+                                keep_maps=batch.keep_maps[again], start=a)  # fmt: skip
+                for i, t in enumerate(layers):
+                    view = LayerView(i, _slice(_slice(t, rows), again), sub, info)
+                    m.update_revisit(i, view, again)
             m.end_batch(batch)
     return m
 
@@ -134,8 +141,8 @@ def test_subset_is_the_first_correct_genomes_whatever_the_batch_size(captured):
 @pytest.mark.parametrize("hold", [1 << 28, 0])
 def test_values_are_the_spectra_of_the_chosen_genomes(captured, hold, monkeypatch):
     """Held candidates (decided at end_batch), sure ones (decomposed during the forward pass)
-    and those beyond the hold budget (decomposed, kept if chosen) all get the spectra of their
-    own matrices."""
+    and those beyond the hold budget (seen again if chosen) all get the spectra of their own
+    matrices."""
     monkeypatch.setattr(spectra_measure, "HOLD_BYTES", hold)
     _model, mask, layers = captured
     # quota 2; batches [0 2] (class 0: both sure), [2 0 1] (class 0: two held; class 1: one
@@ -156,7 +163,7 @@ def test_values_are_the_spectra_of_the_chosen_genomes(captured, hold, monkeypatc
 
 @pytest.mark.parametrize("hold", [1 << 28, 0])
 def test_a_class_never_right_stops_offering_candidates(captured, hold, monkeypatch):
-    monkeypatch.setattr(spectra_measure, "HOLD_BYTES", hold)  # 0: decomposed, then dropped
+    monkeypatch.setattr(spectra_measure, "HOLD_BYTES", hold)  # 0: a second look if chosen
     m = stream(captured, [2] * 12, [4, 8], genomes=2)  # quota 1 per class
     assert m._counts[2].tolist() == [LOOK, 0]
     assert m.subset()[0].tolist() == [2]  # one misclassified kept
@@ -244,3 +251,55 @@ def test_options_are_validated():
     with pytest.raises(ConfigError, match="must be an integer"):
         options_from(SpectraOptions, {"genomes": "many"}, "config: [analyze.spectra]")
     assert options_from(SpectraOptions, {"compat": "true"}, "x").compat is True
+
+
+def test_second_look_decomposes_only_the_chosen_genomes(monkeypatch):
+    """Through the stream driver with no hold budget: the candidates whose choice waits for
+    the predictions are seen again in a second forward pass over just the chosen ones, so the
+    SVDs are spent on the subset alone; the subset and values are those of holding them, and a
+    measure streamed beside spectra does not see the second pass."""
+    from bertgeom.geometry.measures.cone import Cone
+    from tests.unit import tiny_stream as ts
+
+    model = ts.tiny_classifier()
+    ids, labels = ts.genomes()
+    keep = np.zeros(len(labels), bool)
+    calls: list[int] = []
+
+    def counted(m, *args, **kw):
+        if kw.get("square"):
+            calls.append(int(m.shape[0]))
+        return spectrum(m, *args, **kw)
+
+    monkeypatch.setattr(spectra_measure, "spectrum", counted)
+
+    def run(hold: int) -> tuple[Spectra, Cone]:
+        monkeypatch.setattr(spectra_measure, "HOLD_BYTES", hold)
+        info = ts.info(model)
+        measures = [Spectra(info, SpectraOptions(genomes=9)), Cone(info)]
+        s = ts.Stream(model, measures, info, to_class=np.array([1, 2, 0]))  # mostly wrong
+        with s, torch.inference_mode():
+            for a in range(0, len(ids), ts.BATCH):
+                b = a + ts.BATCH
+                s.batch(ts.batch_inputs(ids[a:b]), torch.as_tensor(labels[a:b]),
+                        torch.as_tensor(keep[a:b]))  # fmt: skip
+        return measures[0], measures[1]
+
+    held, cone_held = run(1 << 28)
+    calls.clear()
+    again, cone_again = run(0)
+    n_layers = 2
+    chosen = len(again.subset()[0])
+    considered = len(again.extra_state()["log_buckets"])
+    assert 0 < chosen < considered  # some candidates were not chosen
+    assert sum(calls) == n_layers * chosen  # and got no SVD
+    assert again.subset()[0].tolist() == held.subset()[0].tolist()
+    _, va = again.subset()
+    _, vh = held.subset()
+    for p in va:
+        np.testing.assert_allclose(va[p], vh[p], rtol=1e-4, atol=1e-5)
+    for k, v in cone_held.state_dict().items():
+        if isinstance(v, dict):
+            for name, t in v.items():
+                if isinstance(t, torch.Tensor):
+                    torch.testing.assert_close(cone_again.state_dict()[k][name], t)

@@ -229,6 +229,25 @@ def _svdvals(m: Tensor, keep: Tensor, square: bool, driver: str | None) -> Tenso
     return out
 
 
+def _block_svdvals(x: Tensor) -> Tensor:
+    """Singular values of one real block (rows x cols) on the CPU, descending.
+
+    A square block (attention) or a float64 one goes to ``svdvals`` (LAPACK gesdd). For a
+    non-square float32 one (Z, stream points): the square roots of the eigenvalues of its
+    float64 Gram matrix on the smaller side (``syevd``), 1.4x faster for 426 x 768 blocks on one
+    core (29 vs 42 ms), no slower for 426 x 64, and closer to the float64 SVD of the float32
+    block than float32 gesdd (on random blocks 5e-15 against 7e-7 of s_1). A zero singular
+    value comes out at most about sqrt(eps64) s_1 = 1.5e-8 s_1, far below the numerical-rank
+    tolerance.
+    """
+    rows, cols = x.shape
+    if rows == cols or x.dtype == torch.float64:  # float64 input: the Gram would lose digits
+        return torch.linalg.svdvals(x)
+    x64 = x.double()
+    gram = x64 @ x64.T if rows < cols else x64.T @ x64
+    return torch.linalg.eigvalsh(gram).clamp(min=0).sqrt().flip(-1).to(x.dtype)
+
+
 def _svdvals_blocks(m: Tensor, keep: Tensor, square: bool) -> Tensor:
     """Singular values of each genome's real block on the CPU, descending, zero-padded to
     min(rows, cols): ``_svdvals`` without the padded copy.
@@ -272,7 +291,7 @@ def _svdvals_blocks(m: Tensor, keep: Tensor, square: bool) -> Tensor:
         for i in range(lo, hi):
             x = block(*divmod(i, heads))
             if x.numel():
-                s = torch.linalg.svdvals(x)
+                s = _block_svdvals(x)
                 out[i - lo, : s.shape[-1]] = s
         return out
 

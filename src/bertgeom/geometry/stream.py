@@ -6,7 +6,10 @@ what the selected measures read (``Measure.reads``; ``--only cone`` captures no 
 each layer's tensors once, in float32 and with autocast off whatever precision the forward pass
 used, wrapped in a :class:`LayerView` whose shared features (the content mask, mean-pooled
 vectors, ...) are computed once per layer and read by every measure that needs them, then tells
-the measures the batch's predictions (``end_batch``).
+the measures the batch's predictions (``end_batch``). Before that, a measure may ask to see some
+of the batch's genomes again (``Measure.revisit``): the model runs once more over just those
+genomes and their layers go to the measures that asked (spectra of a large model, whose
+candidates' tensors cost more to hold than to recompute).
 
 Its state is the measures' states plus the number of genomes done; two streams over consecutive
 parts of one genome order merge into the stream over both (:meth:`Stream.merge`).
@@ -139,6 +142,8 @@ class Stream:
         self._batch: BatchInfo | None = None
         self._ending = False
         self._capture: Capture | None = None
+        #: during a second look (``_second_look``): its batch, rows and measures
+        self._revisiting: tuple[BatchInfo, Tensor, list[Measure]] | None = None
 
     # ------------------------------------------------------------------ what to capture
     @property
@@ -209,6 +214,8 @@ class Stream:
             pred = out.logits.argmax(-1)
             right = self.mapping.to(pred.device)[pred] == labels
             b.buckets = torch.where(right, labels, labels + self.info.n_classes)
+        del out
+        self._second_look(inputs, b)
         self._ending = True  # stays True when adding the batch fails: see abort
         with torch.autocast(device, enabled=False):
             for m in self.measures:
@@ -218,9 +225,50 @@ class Stream:
         self.n_done += b.size
         return pred
 
+    def _second_look(self, inputs: dict[str, Tensor], b: BatchInfo) -> None:
+        """Run the model again over the genomes the measures ask to revisit (one pass for
+        all of them; ``Measure.revisit``), handing each layer to their ``update_revisit``."""
+        asked: list[tuple[Measure, Tensor]] = []
+        for m in self.measures:
+            rows = m.revisit(b)
+            if rows is not None and len(rows):
+                asked.append((m, rows))
+        if not asked:
+            return
+        t0 = self.clock()
+        rows = torch.unique(torch.cat([r.to(b.mask.device) for _, r in asked]))
+        sub_inputs = {
+            k: v[rows] if isinstance(v, Tensor) and v.dim() and v.shape[0] == b.size else v
+            for k, v in inputs.items()
+        }
+        sub = BatchInfo(
+            mask=b.mask[rows],
+            labels=b.labels[rows],
+            keep_maps=b.keep_maps[rows],
+            start=b.start,
+            buckets=None if b.buckets is None else b.buckets[rows],
+        )
+        self._revisiting = (sub, rows, [m for m, _ in asked])
+        try:
+            with torch.autocast(b.mask.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+                self.model(**sub_inputs)
+        finally:
+            self._revisiting = None
+        if self.profile:  # the second pass is the cost of the measures that asked for it
+            spent = self.clock() - t0
+            for m, _ in asked:
+                self.times[m.name] += spent / len(asked)
+
     def _on_layer(self, layer: int, t: LayerTensors) -> None:
         b = self._batch
         if b is None:  # a forward pass outside Stream.batch (e.g. the caller's own)
+            return
+        if self._revisiting is not None:
+            sub, rows, measures = self._revisiting
+            with torch.autocast(b.mask.device.type, enabled=False):
+                view = LayerView(layer, t, sub, self.info)
+                for m in measures:
+                    m.update_revisit(layer, view, rows)
             return
         if "A" in self.reads and t.A is None:
             names = [m.name for m in self.measures if "A" in m.reads]

@@ -12,7 +12,8 @@ A measure (one module under ``geometry/measures/``) declares
 
 and implements ``begin_batch`` / ``update`` (once per layer) / ``end_batch`` (once the batch's
 predictions are known), ``finish`` (tables), ``figures`` (a function of its tables), and its
-report section and Methods text.
+report section and Methods text. A measure that can only tell which genomes it needs once the
+predictions are known may ask for a second look at them (``revisit`` / ``update_revisit``).
 
 State lives in two generic containers whose merge is defined once:
 
@@ -299,6 +300,22 @@ class Measure:
     def update(self, layer: int, view: Any, batch: BatchInfo) -> None:
         """Reduce one layer of the batch (``view``: a :class:`~bertgeom.geometry.stream.
         LayerView` with the stream points and the shared features)."""
+
+    def revisit(self, batch: BatchInfo) -> Tensor | None:
+        """The batch's predictions are known (``batch.buckets``; called before ``end_batch``):
+        the rows of the batch whose layers the measure needs to see again, or None.
+
+        For a measure whose choice of genomes depends on the predictions and whose per-genome
+        tensors cost too much to hold until they are known (spectra of a large model): the
+        driver runs the model a second time over just the requested genomes (of all the
+        measures, one pass) and hands each layer to :meth:`update_revisit`.
+        """
+        return None
+
+    def update_revisit(self, layer: int, view: Any, rows: Tensor) -> None:
+        """One layer of the second forward pass (see :meth:`revisit`): ``view`` holds the
+        genomes ``rows`` (indices in the batch, ascending; the union of every measure's
+        request, so possibly more than this measure's)."""
 
     def end_batch(self, batch: BatchInfo) -> None:
         """The batch's predictions are known (``batch.buckets``): add it to the state."""

@@ -16,11 +16,12 @@ Only the genomes that will be chosen are decomposed. At the start of a batch (pr
 known) the *candidates* are, per open class, its first ``LOOK x quota - seen`` genomes of the
 batch (the only ones the rule can reach). The first min(quota - correct, quota - misclassified)
 candidates of a class are chosen whatever the predictions: their spectra are computed layer by
-layer during the forward pass. The other candidates' tensors are held until ``end_batch``,
-where the predictions decide which are chosen, and only those are decomposed; beyond
-:data:`HOLD_BYTES` of held tensors a batch's further candidates are decomposed during the
-forward pass (as the old engine did) and dropped when not chosen, so memory stays bounded
-(a batch of one class at the start of the stream would otherwise hold up to the whole batch).
+layer during the forward pass. The other candidates' tensors are held until the predictions
+decide which are chosen, and only those are decomposed. Beyond :data:`HOLD_BYTES` of held
+tensors (one genome of ``base`` holds about 210 MB) the further candidates are not held: the
+chosen ones among them are seen again in a second forward pass over just them
+(``Measure.revisit``), so memory stays bounded and no SVD is spent on a genome that is not
+chosen (a model that gets a class wrong considers up to LOOK x quota of its genomes).
 
 Merge: the subset is prefix-dependent, so the state is an ordered log of the candidates the
 rule considered (their buckets: class, or classes + class when misclassified), whether each
@@ -152,19 +153,24 @@ def _point_matrices(view: Any, rows: Tensor) -> dict[str, Tensor]:
 
 class _Pending:
     """One batch in progress: its candidates, the values computed during the forward pass
-    (``sure``: candidates sure to be chosen, and those beyond the hold budget) and the held
-    tensors (the others)."""
+    (``sure``: candidates sure to be chosen), the held tensors (``held``: candidates within the
+    hold budget) and the values of the second look (the other candidates, if chosen)."""
 
-    def __init__(self, cand: np.ndarray, sure: np.ndarray, mask: Tensor) -> None:
+    def __init__(self, cand: np.ndarray, sure: np.ndarray, held: np.ndarray, mask: Tensor) -> None:
         self.cand = cand  # (batch,) bool
         self.sure = sure  # (batch,) bool, a subset of cand: decomposed during the forward pass
+        self.hold = held  # (batch,) bool, a subset of cand & ~sure: tensors held
         dev = mask.device
         self.sure_rows = torch.as_tensor(np.flatnonzero(sure), device=dev)
-        self.held_rows = torch.as_tensor(np.flatnonzero(cand & ~sure), device=dev)
+        self.held_rows = torch.as_tensor(np.flatnonzero(held), device=dev)
         self.sure_mask = mask[self.sure_rows]
         self.held_mask = mask[self.held_rows]
         self.sure_values: dict[str, list[Tensor]] = {}  # point -> per layer (sure, head, 6)
         self.held: list[dict[str, Tensor]] = []  # per layer: point -> (held, head, ...)
+        #: the subset rule over the candidates, once the predictions are known
+        self.replayed: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self.again = np.zeros(len(cand), bool)  # (batch,) chosen, neither sure nor held
+        self.again_values: dict[str, list[Tensor]] = {}  # point -> per layer (again, head, 6)
 
 
 @register
@@ -188,7 +194,10 @@ class Spectra(Measure):
             "renormalised). Computed in float32 (LAPACK gesdd on the CPU, cuSOLVER gesvda on a "
             "GPU, falling back to the default driver where it does not converge); on the CPU "
             "each genome's real block is decomposed on its own, on one thread, so its values "
-            "depend neither on the genomes batched with it nor on the padding. Numerical "
+            "depend neither on the genomes batched with it nor on the padding, and the "
+            "non-square blocks (Z, points) from the eigenvalues of their float64 Gram matrix "
+            "on the smaller side (s_k = √λ_k; closer to the float64 SVD than float32 gesdd, "
+            "a zero s_k at most about 1.5e-8 s₁). Numerical "
             "rank with numpy.matrix_rank's tolerance, eps being the float32 machine epsilon "
             "(2⁻²³ ≈ 1.19e-7); effective rank after Roy and Vetterli (2007); stable rank; von "
             "Neumann entropy of the Gram matrix M Mᵀ normalised to unit trace. Per class the "
@@ -237,11 +246,11 @@ class Spectra(Measure):
             cand[idx] = True
             # the first min(q - correct, q - wrong) are chosen whatever the predictions
             sure[idx[: min(q - correct[c], q - wrong[c])]] = True
-        held = np.flatnonzero(cand & ~sure)
+        held = np.zeros(len(labels), bool)
         budget = HOLD_BYTES // max(self._genome_bytes(batch.mask.shape[1]), 1)
-        sure[held[budget:]] = True  # beyond the budget: decomposed now, kept if chosen
+        held[np.flatnonzero(cand & ~sure)[:budget]] = True  # beyond: a second look if chosen
         if cand.any():
-            self._pending = _Pending(cand, sure, batch.mask)
+            self._pending = _Pending(cand, sure, held, batch.mask)
 
     def update(self, layer: int, view: LayerView, batch: BatchInfo) -> None:
         b = self._pending
@@ -254,15 +263,45 @@ class Spectra(Measure):
         if len(b.held_rows):
             b.held.append(_point_matrices(view, b.held_rows))
 
+    def _replayed(self, b: _Pending, batch: BatchInfo) -> tuple[np.ndarray, ...]:
+        """The subset rule over the batch's candidates (considered, chosen, counts)."""
+        if b.replayed is None:
+            assert batch.buckets is not None
+            buckets = batch.buckets.cpu().numpy()[b.cand]  # candidates in stream order
+            b.replayed = replay(buckets, self.info.n_classes, self.quota, self._counts)
+        return b.replayed
+
+    def revisit(self, batch: BatchInfo) -> Tensor | None:
+        b = self._pending
+        if b is None:
+            return None
+        _, chosen, _ = self._replayed(b, batch)
+        b.again[np.flatnonzero(b.cand)[chosen]] = True
+        b.again &= ~(b.sure | b.hold)
+        if not b.again.any():
+            return None
+        return torch.as_tensor(np.flatnonzero(b.again), device=batch.mask.device)
+
+    def update_revisit(self, layer: int, view: LayerView, rows: Tensor) -> None:
+        b = self._pending
+        if b is None or not b.again.any():
+            return
+        mine = torch.as_tensor(b.again, device=rows.device)[rows].nonzero()[:, 0]
+        values = self._values_of(_point_matrices(view, mine), view.mask[mine])
+        for point, v in values.items():
+            b.again_values.setdefault(point, []).append(v)
+
     def end_batch(self, batch: BatchInfo) -> None:
         b, self._pending = self._pending, None
         if b is None:
             return
         assert batch.buckets is not None
         buckets = batch.buckets.cpu().numpy()[b.cand]  # candidates in stream order
-        considered, chosen, counts = replay(buckets, self.info.n_classes, self.quota, self._counts)
-        sure = b.sure[b.cand]
-        pick = chosen[~sure]  # held candidates that are chosen
+        considered, chosen, counts = self._replayed(b, batch)
+        sure, hold, again = b.sure[b.cand], b.hold[b.cand], b.again[b.cand]
+        pick = chosen[hold]  # held candidates that are chosen
+        if again.any() and not b.again_values:
+            raise RuntimeError("spectra: the second look at the batch's chosen genomes is missing")
         held_values: dict[str, list[Tensor]] = {}
         if pick.any():
             rows = torch.as_tensor(np.flatnonzero(pick), device=b.held_mask.device)
@@ -278,8 +317,10 @@ class Spectra(Measure):
                 parts.append((sure, torch.stack(b.sure_values[point], 1).cpu().numpy()))
             if point in held_values:
                 held_chosen = np.zeros(len(sure), bool)
-                held_chosen[np.flatnonzero(~sure)[pick]] = True
+                held_chosen[np.flatnonzero(hold)[pick]] = True
                 parts.append((held_chosen, torch.stack(held_values[point], 1).cpu().numpy()))
+            if point in b.again_values:
+                parts.append((again, torch.stack(b.again_values[point], 1).cpu().numpy()))
             if not parts:
                 continue
             full = np.full((len(sure), *parts[0][1].shape[1:]), np.nan)
