@@ -149,6 +149,32 @@ def test_one_vs_all_probes_equal_the_scikit_learn_fits():
     assert b.balanced_accuracy[2].min() > 0.85 and (b.balanced_accuracy[0] < 0.8).all()
 
 
+def test_newton_step_through_the_genomes_equals_the_dense_solve():
+    """More features than genomes: the step solved through the m x m system (Woodbury, the
+    intercept by its Schur complement) is the dense (d + 1) x (d + 1) solve's, and the probes
+    of such data equal scikit-learn's."""
+    rng = np.random.default_rng(3)
+    layers, m, d = 3, 12, 40
+    z = np.concatenate([rng.normal(size=(layers, m, d)), np.ones((layers, m, 1))], -1)
+    weight = rng.uniform(0.01, 0.25, size=(layers, m)) / m
+    grad = rng.normal(size=(layers, d + 1))
+    lam = 1.0 / m
+    got = emb._newton_step(z, weight, grad, lam)
+    expect = emb._dense_step(z, weight, grad, lam)
+    np.testing.assert_allclose(got, expect, rtol=1e-8, atol=1e-10)
+    hess = np.matmul(z.transpose(0, 2, 1), weight[..., None] * z)
+    hess[:, np.arange(d), np.arange(d)] += lam
+    np.testing.assert_allclose(np.matmul(hess, got[..., None])[..., 0], grad, atol=1e-9)
+
+    y = np.repeat(np.arange(3), 10)
+    centres = np.eye(3, 50) * np.array([0.0, 1.5, 10.0])[:, None, None]
+    x = np.stack([centres[la][y] + rng.normal(size=(30, 50)) for la in range(3)], 1)
+    a = emb.one_vs_all_accuracy(x, y, seed=1)
+    b = emb.one_vs_all_probes(x, y, seed=1)
+    assert np.allclose(a.accuracy, b.accuracy)
+    assert np.allclose(a.balanced_accuracy, b.balanced_accuracy)
+
+
 def test_options_are_validated():
     assert EmbeddingsOptions(maps="umap, pca").methods == ("pca", "umap")
     assert EmbeddingsOptions(maps="").methods == ()

@@ -461,9 +461,7 @@ def _logistic_layers(
         if np.abs(grad).max() < 1e-9:
             break
         weight = p * (1 - p) / m
-        hess = np.matmul(z.transpose(0, 2, 1), weight[..., None] * z)
-        hess[:, np.arange(d + 1), np.arange(d + 1)] += penal
-        step = np.linalg.solve(hess, grad[..., None])[..., 0]
+        step = _newton_step(z, weight, grad, lam)
         slope = (grad * step).sum(-1)
         t = np.ones(n_layers)
         for _ in range(40):  # backtracking (Armijo) per layer
@@ -476,6 +474,46 @@ def _logistic_layers(
         current = loss(theta)
     zt = np.concatenate([(x_test - mu) / sd, np.ones((len(x_test), n_layers, 1))], -1)
     return np.einsum("mld,ld->ml", zt, theta) > 0
+
+
+def _newton_step(z: np.ndarray, weight: np.ndarray, grad: np.ndarray, lam: float) -> np.ndarray:
+    """(layer, d + 1) solution s of H s = grad, H = zᵀ diag(weight) z + diag(λ, ..., λ, 0) the
+    Hessian of :func:`_logistic_layers` (z: (layer, m, d + 1), its last column the intercept's
+    ones; weight (layer, m) > 0).
+
+    With more features than genomes (m < d: ``base``'s 768-dimensional vectors and a few hundred
+    genomes) the (d + 1) x (d + 1) system is solved through the genomes' m x m one: with
+    B = diag(√w) X, the feature block A = λI + BᵀB has A⁻¹v = (v − Bᵀ(λI + BBᵀ)⁻¹Bv) / λ
+    (Woodbury), and the unpenalised intercept is eliminated by its Schur complement. The same
+    Newton step, in O(m²d) instead of O(d³) per layer (125 s against about 10 s for the
+    one-vs-all probes of 256 genomes x 13 layers x 768 dimensions). Else the dense solve.
+    """
+    m, d = z.shape[1], z.shape[2] - 1
+    if m >= d:
+        return _dense_step(z, weight, grad, lam)
+    x = z[..., :d]  # (layer, m, d)
+    b = np.sqrt(weight)[..., None] * x  # (layer, m, d)
+    gram = np.matmul(b, b.transpose(0, 2, 1))  # (layer, m, m)
+    gram[:, np.arange(m), np.arange(m)] += lam
+    cross = np.matmul(weight[:, None, :], x)[:, 0]  # (layer, d): Σ_i w_i x_i
+    rhs = np.stack([grad[:, :d], cross], -1)  # (layer, d, 2)
+    # A⁻¹ rhs = (rhs − Bᵀ (λI + BBᵀ)⁻¹ B rhs) / λ
+    inner = np.linalg.solve(gram, np.matmul(b, rhs))
+    solved = (rhs - np.matmul(b.transpose(0, 2, 1), inner)) / lam  # (layer, d, 2)
+    schur = weight.sum(1) - (cross * solved[..., 1]).sum(1)  # c − bᵀA⁻¹b
+    if not np.all(schur > 0):  # numerically singular: the dense solve decides
+        return _dense_step(z, weight, grad, lam)
+    step_b = (grad[:, d] - (cross * solved[..., 0]).sum(1)) / schur
+    step_w = solved[..., 0] - solved[..., 1] * step_b[:, None]
+    return np.concatenate([step_w, step_b[:, None]], -1)
+
+
+def _dense_step(z: np.ndarray, weight: np.ndarray, grad: np.ndarray, lam: float) -> np.ndarray:
+    """:func:`_newton_step` by the (d + 1) x (d + 1) solve."""
+    d = z.shape[2] - 1
+    hess = np.matmul(z.transpose(0, 2, 1), weight[..., None] * z)
+    hess[:, np.arange(d), np.arange(d)] += lam
+    return np.linalg.solve(hess, grad[..., None])[..., 0]
 
 
 def kmeans_ari(
