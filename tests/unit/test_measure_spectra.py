@@ -253,17 +253,71 @@ def test_options_are_validated():
     assert options_from(SpectraOptions, {"compat": "true"}, "x").compat is True
 
 
+def _varied_classifier():
+    """The tiny classifier of ``tiny_stream`` whose prediction is its first k-mer id mod 3 (the
+    random one predicts one class for every genome: no choice would wait for a prediction)."""
+    import transformers
+
+    from tests.unit import tiny_stream as ts
+
+    class Varied(transformers.BertForSequenceClassification):
+        def forward(self, **kw):
+            out = super().forward(**kw)
+            out.logits = torch.nn.functional.one_hot(kw["input_ids"][:, 1] % 3, 3).float()
+            return out
+
+    base = ts.tiny_classifier()
+    model = Varied(base.config).eval()
+    model.load_state_dict(base.state_dict())
+    return model
+
+
+def _stream_spectra(model, hold, monkeypatch, extra=(), fail_at=None):
+    """Spectra (quota 1 per class) and ``extra`` measures streamed through the driver in
+    batches of 4 with ``HOLD_BYTES = hold``; counts the second-look layers per batch."""
+    from tests.unit import tiny_stream as ts
+
+    monkeypatch.setattr(spectra_measure, "HOLD_BYTES", hold)
+    ids, labels = ts.genomes()
+    keep = np.zeros(len(labels), bool)
+    info = ts.info(model)
+    spectra = Spectra(info, SpectraOptions(genomes=3))
+    others = [make(info) for make in extra]
+    s = ts.Stream(model, [spectra, *others], info, to_class=np.arange(3))
+    seen: list[int] = []
+    original = spectra.update_revisit
+
+    def counted(layer, view, rows):
+        if fail_at is not None and len(seen) == fail_at:
+            raise KeyboardInterrupt
+        seen.append(int(rows.numel()))
+        original(layer, view, rows)
+
+    spectra.update_revisit = counted
+    with s, torch.inference_mode():
+        for a in range(0, len(ids), ts.BATCH):
+            args = (
+                ts.batch_inputs(ids[a : a + ts.BATCH]),
+                torch.as_tensor(labels[a : a + ts.BATCH]),
+            )
+            try:
+                s.batch(*args, torch.as_tensor(keep[a : a + ts.BATCH]))
+            except KeyboardInterrupt:  # an interrupted second look: drop the batch, redo it
+                assert s.abort()
+                fail_at = None
+                seen.append(-1)  # the interruption happened
+                s.batch(*args, torch.as_tensor(keep[a : a + ts.BATCH]))
+    return spectra, others, seen
+
+
 def test_second_look_decomposes_only_the_chosen_genomes(monkeypatch):
     """Through the stream driver with no hold budget: the candidates whose choice waits for
     the predictions are seen again in a second forward pass over just the chosen ones, so the
-    SVDs are spent on the subset alone; the subset and values are those of holding them, and a
+    SVDs are spent on the subset alone; subset and values are those of holding them, and a
     measure streamed beside spectra does not see the second pass."""
     from bertgeom.geometry.measures.cone import Cone
-    from tests.unit import tiny_stream as ts
 
-    model = ts.tiny_classifier()
-    ids, labels = ts.genomes()
-    keep = np.zeros(len(labels), bool)
+    model = _varied_classifier()
     calls: list[int] = []
 
     def counted(m, *args, **kw):
@@ -272,22 +326,10 @@ def test_second_look_decomposes_only_the_chosen_genomes(monkeypatch):
         return spectrum(m, *args, **kw)
 
     monkeypatch.setattr(spectra_measure, "spectrum", counted)
-
-    def run(hold: int) -> tuple[Spectra, Cone]:
-        monkeypatch.setattr(spectra_measure, "HOLD_BYTES", hold)
-        info = ts.info(model)
-        measures = [Spectra(info, SpectraOptions(genomes=9)), Cone(info)]
-        s = ts.Stream(model, measures, info, to_class=np.array([1, 2, 0]))  # mostly wrong
-        with s, torch.inference_mode():
-            for a in range(0, len(ids), ts.BATCH):
-                b = a + ts.BATCH
-                s.batch(ts.batch_inputs(ids[a:b]), torch.as_tensor(labels[a:b]),
-                        torch.as_tensor(keep[a:b]))  # fmt: skip
-        return measures[0], measures[1]
-
-    held, cone_held = run(1 << 28)
+    held, (cone_held,), looks_held = _stream_spectra(model, 1 << 28, monkeypatch, [Cone])
     calls.clear()
-    again, cone_again = run(0)
+    again, (cone_again,), looks = _stream_spectra(model, 0, monkeypatch, [Cone])
+    assert not looks_held and looks  # held: no second look; no budget: second looks
     n_layers = 2
     chosen = len(again.subset()[0])
     considered = len(again.extra_state()["log_buckets"])
@@ -296,10 +338,50 @@ def test_second_look_decomposes_only_the_chosen_genomes(monkeypatch):
     assert again.subset()[0].tolist() == held.subset()[0].tolist()
     _, va = again.subset()
     _, vh = held.subset()
-    for p in va:
-        np.testing.assert_allclose(va[p], vh[p], rtol=1e-4, atol=1e-5)
+    for p in va:  # the second pass over fewer rows: the same tensors on the CPU
+        np.testing.assert_array_equal(va[p], vh[p])
     for k, v in cone_held.state_dict().items():
         if isinstance(v, dict):
             for name, t in v.items():
                 if isinstance(t, torch.Tensor):
                     torch.testing.assert_close(cone_again.state_dict()[k][name], t)
+
+
+def test_an_interrupted_second_look_leaves_the_finished_batches(monkeypatch):
+    """A signal inside the second pass: ``Stream.abort`` drops the batch (the state is that of
+    the finished batches) and the batch streamed again gives the uninterrupted result."""
+    model = _varied_classifier()
+    whole, _, looks = _stream_spectra(model, 0, monkeypatch)
+    redone, _, redone_looks = _stream_spectra(model, 0, monkeypatch, fail_at=1)
+    assert looks and -1 in redone_looks
+    _same(redone, whole)
+
+
+@pytest.mark.parametrize("cuts", [[4], [4, 8], [8]])
+def test_parts_with_second_looks_merge_into_one_stream(monkeypatch, cuts):
+    """Through the driver, no hold budget: parts cut at batch boundaries (each from an empty
+    state, so with other second looks than the whole stream's) merge into the whole stream's
+    subset and values (bitwise on the CPU)."""
+    from tests.unit import tiny_stream as ts
+
+    monkeypatch.setattr(spectra_measure, "HOLD_BYTES", 0)
+    model = _varied_classifier()
+    ids, labels = ts.genomes()
+    keep = np.zeros(len(labels), bool)
+    info = ts.info(model)
+
+    def make():
+        return Spectra(info, SpectraOptions(genomes=3))
+
+    looks: list[int] = []
+    original = Spectra.update_revisit
+
+    def counted(self, layer, view, rows):
+        looks.append(layer)
+        original(self, layer, view, rows)
+
+    monkeypatch.setattr(Spectra, "update_revisit", counted)
+    whole, _ = ts.streamed(model, make, ids, labels, keep)
+    assert looks  # the whole stream took second looks
+    merged, _ = ts.streamed(model, make, ids, labels, keep, cuts=cuts)
+    _same(merged, whole)

@@ -235,6 +235,9 @@ class Stream:
                 asked.append((m, rows))
         if not asked:
             return
+        sync = torch.cuda.synchronize if self.info.device.startswith("cuda") else lambda: None
+        if self.profile:
+            sync()
         t0 = self.clock()
         rows = torch.unique(torch.cat([r.to(b.mask.device) for _, r in asked]))
         sub_inputs = {
@@ -245,7 +248,7 @@ class Stream:
             mask=b.mask[rows],
             labels=b.labels[rows],
             keep_maps=b.keep_maps[rows],
-            start=b.start,
+            start=b.start,  # the batch's (the rows need not be contiguous)
             buckets=None if b.buckets is None else b.buckets[rows],
         )
         self._revisiting = (sub, rows, [m for m, _ in asked])
@@ -255,6 +258,7 @@ class Stream:
         finally:
             self._revisiting = None
         if self.profile:  # the second pass is the cost of the measures that asked for it
+            sync()
             spent = self.clock() - t0
             for m, _ in asked:
                 self.times[m.name] += spent / len(asked)

@@ -29,7 +29,11 @@ was chosen, and the values of the chosen ones. A part streamed from an empty sta
 every genome the whole stream would consider at that point (its counters are never above the
 whole stream's) and chooses a superset of the whole stream's choice, so :meth:`Spectra.merge`
 replays the rule over the concatenated logs and keeps the values of the genomes it chooses:
-the same subset and the same values as one stream over both parts.
+the same subset and the same values as one stream over both parts. (Whether a chosen genome's
+values come from its batch's pass or from a second look depends on the counters, so on where
+a part starts; on the CPU the two passes give the same tensors bitwise, measured for the tiny
+test models and a 768-wide BERT, but on a GPU, whose kernels depend on the batch's shape,
+the values of a merged run may then differ from one stream's by rounding.)
 
 Against the old engine (golden tables): equal; no intended difference.
 """
@@ -62,9 +66,9 @@ SPECTRA_VALUES = (
 LOOK = 4
 #: Bins of the ``compat`` histogram entropy (the research code's).
 HISTOGRAM_BINS = 20
-#: Bytes of candidate tensors a batch may hold until its predictions are known; candidates
-#: beyond it are decomposed during the forward pass like the sure ones (and dropped at
-#: ``end_batch`` when not chosen): memory stays bounded whatever the class order.
+#: Bytes of candidate tensors a batch may hold until its predictions are known; the chosen
+#: candidates beyond it are seen again in a second forward pass over just them
+#: (``Measure.revisit``): memory stays bounded whatever the class order.
 HOLD_BYTES = 1 << 28
 
 
@@ -197,7 +201,7 @@ class Spectra(Measure):
             "depend neither on the genomes batched with it nor on the padding, and the "
             "non-square blocks (Z, points) from the eigenvalues of their float64 Gram matrix "
             "on the smaller side (s_k = √λ_k; closer to the float64 SVD than float32 gesdd, "
-            "a zero s_k at most about 1.5e-8 s₁). Numerical "
+            "a zero s_k near 1e-8 s₁). Numerical "
             "rank with numpy.matrix_rank's tolerance, eps being the float32 machine epsilon "
             "(2⁻²³ ≈ 1.19e-7); effective rank after Roy and Vetterli (2007); stable rank; von "
             "Neumann entropy of the Gram matrix M Mᵀ normalised to unit trace. Per class the "
@@ -300,8 +304,12 @@ class Spectra(Measure):
         considered, chosen, counts = self._replayed(b, batch)
         sure, hold, again = b.sure[b.cand], b.hold[b.cand], b.again[b.cand]
         pick = chosen[hold]  # held candidates that are chosen
-        if again.any() and not b.again_values:
-            raise RuntimeError("spectra: the second look at the batch's chosen genomes is missing")
+        need = chosen & ~sure & ~hold
+        if need.any() and (not np.array_equal(need, again) or not b.again_values):
+            raise RuntimeError(
+                "spectra: chosen genomes were neither decomposed nor held and no second look "
+                "at them came (a driver must call revisit and update_revisit before end_batch)"
+            )
         held_values: dict[str, list[Tensor]] = {}
         if pick.any():
             rows = torch.as_tensor(np.flatnonzero(pick), device=b.held_mask.device)
