@@ -235,9 +235,8 @@ class Stream:
                 asked.append((m, rows))
         if not asked:
             return
-        sync = torch.cuda.synchronize if self.info.device.startswith("cuda") else lambda: None
         if self.profile:
-            sync()
+            self._sync()
         t0 = self.clock()
         rows = torch.unique(torch.cat([r.to(b.mask.device) for _, r in asked]))
         sub_inputs = {
@@ -258,7 +257,7 @@ class Stream:
         finally:
             self._revisiting = None
         if self.profile:  # the second pass is the cost of the measures that asked for it
-            sync()
+            self._sync()
             spent = self.clock() - t0
             for m, _ in asked:
                 self.times[m.name] += spent / len(asked)
@@ -291,12 +290,16 @@ class Stream:
         if not self.profile:
             method(*args)
             return
-        sync = torch.cuda.synchronize if self.info.device.startswith("cuda") else lambda: None
-        sync()
+        self._sync()
         t0 = self.clock()
         method(*args)
-        sync()
+        self._sync()
         self.times[m.name] += self.clock() - t0
+
+    def _sync(self) -> None:
+        """Wait for the device (a profiled run times each call's own work)."""
+        if self.info.device.startswith("cuda"):
+            torch.cuda.synchronize()
 
     def abort(self) -> bool:
         """Drop the batch in progress (an interrupted forward pass), so the state is that of

@@ -77,8 +77,9 @@ def _add_by_genome(total: Tensor, held: list[Tensor], mask: Tensor, buckets: lis
     over the masked batch, added in the same genome order.
     """
     p = held[0].shape[-1]
-    n_real = mask.sum(1).tolist()
-    prefix = [bool(mask[g, :n].all()) for g, n in enumerate(n_real)]
+    n = mask.sum(1)
+    prefix = (mask == (torch.arange(p) < n[:, None])).all(1).tolist()
+    n_real = n.tolist()
 
     def heads(lo: int, hi: int) -> None:
         for layer, maps in enumerate(held):
@@ -86,8 +87,7 @@ def _add_by_genome(total: Tensor, held: list[Tensor], mask: Tensor, buckets: lis
             for g, bucket in enumerate(buckets):
                 a, out = maps[g, lo:hi], part[:, bucket, :p, :p]
                 if prefix[g]:
-                    n = n_real[g]
-                    out[:, :n].add_(a[:, :n])
+                    out[:, : n_real[g]].add_(a[:, : n_real[g]])
                 else:
                     out.add_(a * mask[g, None, :, None])
 

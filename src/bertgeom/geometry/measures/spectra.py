@@ -279,8 +279,7 @@ class Spectra(Measure):
         b = self._pending
         if b is None:
             return None
-        _, chosen, _ = self._replayed(b, batch)
-        b.again[np.flatnonzero(b.cand)[chosen]] = True
+        b.again[np.flatnonzero(b.cand)[self._replayed(b, batch)[1]]] = True
         b.again &= ~(b.sure | b.hold)
         if not b.again.any():
             return None
@@ -304,8 +303,7 @@ class Spectra(Measure):
         considered, chosen, counts = self._replayed(b, batch)
         sure, hold, again = b.sure[b.cand], b.hold[b.cand], b.again[b.cand]
         pick = chosen[hold]  # held candidates that are chosen
-        need = chosen & ~sure & ~hold
-        if need.any() and (not np.array_equal(need, again) or not b.again_values):
+        if (chosen & ~sure & ~hold).any() and not b.again_values:  # revisit is the driver's
             raise RuntimeError(
                 "spectra: chosen genomes were neither decomposed nor held and no second look "
                 "at them came (a driver must call revisit and update_revisit before end_batch)"
